@@ -1,0 +1,65 @@
+/* sock_read.h: read struct sock fields and filter to the traced sockets,
+ * without any kernel struct header.
+ *
+ * Why no <net/sock.h>: the installed headers may belong to another kernel
+ * (on a microVM running 6.18 only 6.1 headers exist) and Debian 12's bcc 0.26
+ * cannot compile <net/sock.h> from 6.12. So every field is read at a byte
+ * offset that tracer/offsets.py took from the running kernel's BTF and passed
+ * in as a -D macro:
+ *   OFF_SKC_STATE, OFF_SK_ERR, OFF_SKC_NUM, OFF_SKC_DPORT, OFF_SKC_NET,
+ *   OFF_NET_INUM, and OFF_SK_SHUTDOWN with SK_SHUTDOWN_SHIFT/SK_SHUTDOWN_MASK
+ *   (sk_shutdown was a 2-bit bitfield before it became a u8).
+ *
+ * No maps here: bcc rewrites map calls (map.lookup()) only in the main
+ * source file, so the filter and the ring buffer live there.
+ */
+#ifndef SOCK_READ_H
+#define SOCK_READ_H
+
+#include "halfclose.h"
+
+static __always_inline u32 hc_sk_netns(const void *sk)
+{
+	const void *net = 0;
+	u32 inum = 0;
+
+	bpf_probe_read_kernel(&net, sizeof(net), (const char *)sk + OFF_SKC_NET);
+	if (!net)
+		return 0;
+	bpf_probe_read_kernel(&inum, sizeof(inum), (const char *)net + OFF_NET_INUM);
+	return inum;
+}
+
+static __always_inline void hc_read_sock(struct hc_event *e, const void *sk)
+{
+	const char *p = (const char *)sk;
+	u32 shut = 0;
+	u16 dport = 0;
+
+	bpf_probe_read_kernel(&e->state, sizeof(e->state), p + OFF_SKC_STATE);
+	bpf_probe_read_kernel(&e->sk_err, sizeof(e->sk_err), p + OFF_SK_ERR);
+	bpf_probe_read_kernel(&shut, sizeof(shut), p + OFF_SK_SHUTDOWN);
+	e->sk_shutdown = (shut >> SK_SHUTDOWN_SHIFT) & SK_SHUTDOWN_MASK;
+	bpf_probe_read_kernel(&e->sport, sizeof(e->sport), p + OFF_SKC_NUM);
+	bpf_probe_read_kernel(&dport, sizeof(dport), p + OFF_SKC_DPORT);
+	e->dport = __builtin_bswap16(dport); /* skc_dport is network order */
+}
+
+/* Fill what every event carries. Events are built on the stack (64 bytes)
+ * and copied by hc_submit(): a reserved ring-buffer slot would have to be
+ * cleared with memset, which clang may turn into a call BPF cannot make. */
+static __always_inline void hc_fill(struct hc_event *e, u32 kind, const void *sk)
+{
+	u64 id = bpf_get_current_pid_tgid();
+
+	e->ts_ns = bpf_ktime_get_ns();
+	e->sk = (u64)sk;
+	e->kind = kind;
+	e->pid = id >> 32;
+	e->tid = (u32)id;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	if (sk)
+		hc_read_sock(e, sk);
+}
+
+#endif

@@ -1,0 +1,471 @@
+"""Annotation: turn a Recording into a timeline of writes and kernel steps.
+
+Pure Python, no kernel needed. Every value in the output is taken from an
+event of the recording; where an expected event is missing the note says
+"not observed" instead of filling in what should have happened.
+
+The branch descriptions name conditions of the kernel source (read in
+Linux v6.1 and v6.12, identical there, see docs/kernel-source.md):
+  net/ipv4/tcp.c  tcp_sendmsg_locked(): outside ESTABLISHED and CLOSE_WAIT it
+      calls sk_stream_wait_connect(); later
+      `err = -EPIPE; if (sk->sk_err || (sk->sk_shutdown & SEND_SHUTDOWN)) goto do_error;`
+      and the error path returns sk_stream_error(sk, flags, err).
+  net/core/stream.c  sk_stream_wait_connect(): first `sock_error(sk)` (which
+      takes sk_err and leaves 0), then -EPIPE unless SYN_SENT or SYN_RECV.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .events import Event, Kind
+from .kernel_names import (
+    SEND_SHUTDOWN,
+    err_name,
+    errno_name,
+    ret_name,
+    shutdown_name,
+    state_name,
+)
+from .recording import Recording, WriteResult
+
+# tcp_sendmsg_locked sends without waiting only in these states (net/ipv4/tcp.c, v6.1 and v6.12).
+SENDING_STATES = ("ESTABLISHED", "CLOSE_WAIT")
+WRITE_PATH_KINDS = {
+    Kind.SENDMSG_ENTER,
+    Kind.SENDMSG_RETURN,
+    Kind.WAIT_CONNECT_ENTER,
+    Kind.WAIT_CONNECT_RETURN,
+    Kind.STREAM_ERROR_ENTER,
+    Kind.STREAM_ERROR_RETURN,
+}
+EPIPE = 32
+
+
+@dataclass(frozen=True)
+class PathStep:
+    """One function on a write's kernel path, with the values its events carried."""
+
+    func: str
+    ret: int | None
+    detail: str
+    values: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = {"func": self.func, "detail": self.detail, **self.values}
+        if self.ret is not None:
+            d["ret"] = self.ret
+            d["ret_name"] = ret_name(self.ret)
+        return d
+
+
+@dataclass(frozen=True)
+class WriteNote:
+    index: int
+    t_ns: int  # relative to the timeline's start
+    size: int
+    ret: int
+    errno: str | None
+    observed: bool  # a tcp_sendmsg_locked entry was seen for this write
+    state: str | None  # at tcp_sendmsg_locked entry
+    sk_err: int | None
+    sk_shutdown: int | None
+    path: tuple[PathStep, ...]
+    decision: str
+    syscall_ns: int
+
+
+@dataclass(frozen=True)
+class KernelNote:
+    t_ns: int
+    side: str  # client, server, listener or socket
+    func: str
+    summary: str
+    where: str  # placement relative to the writes, when it matters
+    event: Event
+    values: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MarkNote:
+    t_ns: int
+    what: str
+
+
+@dataclass
+class Timeline:
+    recording: Recording
+    t0_ns: int
+    items: list  # WriteNote | KernelNote | MarkNote, in time order
+    writes: list[WriteNote]
+    findings: list[str]
+
+
+class _Ctx:
+    """What the notes need to know about the run: names and which socket is which."""
+
+    def __init__(self, rec: Recording):
+        self.rec = rec
+        self.names = rec.state_names
+
+    def st(self, s: int) -> str:
+        return state_name(self.names, s)
+
+    def side(self, e: Event) -> str:
+        r = self.rec
+        if e.sport == r.client_port and e.dport == r.server_port:
+            return "client"
+        if e.sport == r.server_port and e.dport == r.client_port:
+            return "server"
+        if e.sport == r.server_port and e.dport == 0:
+            return "listener"
+        return "socket"
+
+
+def _sock_values(ctx: _Ctx, e: Event) -> dict:
+    return {"state": ctx.st(e.state), "sk_err": e.sk_err, "sk_shutdown": e.sk_shutdown}
+
+
+# --- writes ------------------------------------------------------------------
+
+
+def _write_paths(events: list[Event], client_pid: int) -> list[list[Event]]:
+    """The write-path events of the client, one list per tcp_sendmsg_locked call."""
+    paths: list[list[Event]] = []
+    open_by_tid: dict[int, list[Event]] = {}
+    for e in events:
+        if e.kind not in WRITE_PATH_KINDS or e.pid != client_pid:
+            continue
+        if e.kind == Kind.SENDMSG_ENTER:
+            open_by_tid[e.tid] = [e]
+            paths.append(open_by_tid[e.tid])
+        elif e.tid in open_by_tid:
+            open_by_tid[e.tid].append(e)
+            if e.kind == Kind.SENDMSG_RETURN:
+                del open_by_tid[e.tid]
+    return paths
+
+
+def _first(path: list[Event], kind: Kind) -> Event | None:
+    return next((e for e in path if e.kind == kind), None)
+
+
+def _path_steps(ctx: _Ctx, path: list[Event]) -> tuple[PathStep, ...]:
+    steps = []
+    enter = _first(path, Kind.SENDMSG_ENTER)
+    wc_in, wc_out = _first(path, Kind.WAIT_CONNECT_ENTER), _first(path, Kind.WAIT_CONNECT_RETURN)
+    se_in, se_out = _first(path, Kind.STREAM_ERROR_ENTER), _first(path, Kind.STREAM_ERROR_RETURN)
+    ret = _first(path, Kind.SENDMSG_RETURN)
+    if enter:
+        steps.append(
+            PathStep(
+                "tcp_sendmsg_locked",
+                ret.value if ret else None,
+                f"entry: state {ctx.st(enter.state)}, sk_err {err_name(enter.sk_err)}, "
+                f"sk_shutdown {shutdown_name(enter.sk_shutdown)}, size {enter.value}",
+                {**_sock_values(ctx, enter), "size": enter.value},
+            )
+        )
+    if wc_in:
+        after = f"; sk_err after: {err_name(wc_out.sk_err)}" if wc_out else "; return not observed"
+        steps.append(
+            PathStep(
+                "sk_stream_wait_connect",
+                wc_out.value if wc_out else None,
+                f"entry: state {ctx.st(wc_in.state)}, sk_err {err_name(wc_in.sk_err)}{after}",
+                {
+                    "state": ctx.st(wc_in.state),
+                    "sk_err": wc_in.sk_err,
+                    **({"sk_err_after": wc_out.sk_err} if wc_out else {}),
+                },
+            )
+        )
+    if se_in:
+        after = f"; sk_err then: {err_name(se_out.sk_err)}" if se_out else "; return not observed"
+        steps.append(
+            PathStep(
+                "sk_stream_error",
+                se_out.value if se_out else None,
+                f"err argument {ret_name(se_in.value)}, sk_err {err_name(se_in.sk_err)}{after}",
+                {"err": se_in.value, "sk_err": se_in.sk_err},
+            )
+        )
+    return tuple(steps)
+
+
+def _decision(ctx: _Ctx, path: list[Event], w: WriteResult) -> str:
+    """Name the branch that decided the write's result, from the values seen."""
+    enter = _first(path, Kind.SENDMSG_ENTER)
+    ret = _first(path, Kind.SENDMSG_RETURN)
+    wc_in, wc_out = _first(path, Kind.WAIT_CONNECT_ENTER), _first(path, Kind.WAIT_CONNECT_RETURN)
+    if not enter:
+        return "not observed: no tcp_sendmsg_locked entry was seen for this write"
+    if not ret:
+        return "not observed: tcp_sendmsg_locked's return was not seen"
+    st = ctx.st(enter.state)
+    r = ret_name(ret.value)
+    if wc_in and wc_out:
+        head = f"state {st} is not ESTABLISHED/CLOSE_WAIT → sk_stream_wait_connect"
+        if wc_in.sk_err and wc_out.value == -wc_in.sk_err and wc_out.sk_err == 0:
+            return (
+                f"{head} → sock_error() took sk_err={err_name(wc_in.sk_err)} (0 afterwards)"
+                f" → {ret_name(wc_out.value)} → tcp_sendmsg_locked returned {r}"
+            )
+        if wc_in.sk_err == 0 and wc_out.value == -EPIPE:
+            return (
+                f"{head} with sk_err 0 → state is not SYN_SENT/SYN_RECV → -EPIPE"
+                f" → tcp_sendmsg_locked returned {r}"
+            )
+        return f"{head} returned {ret_name(wc_out.value)} → tcp_sendmsg_locked returned {r}"
+    if wc_in:
+        return f"state {st} → sk_stream_wait_connect (return not observed) → tcp_sendmsg_locked returned {r}"
+    if ret.value >= 0:
+        if st in SENDING_STATES and enter.sk_err == 0 and not enter.sk_shutdown & SEND_SHUTDOWN:
+            return (
+                f"{st} is allowed to send, sk_err 0, send side open "
+                f"(sk_shutdown {shutdown_name(enter.sk_shutdown)}) → queued → {r}"
+            )
+        return f"state {st}, no sk_stream_wait_connect → {r}"
+    if ret.value == -EPIPE and (enter.sk_err or enter.sk_shutdown & SEND_SHUTDOWN):
+        why = f"sk_err {err_name(enter.sk_err)}" if enter.sk_err else "SEND_SHUTDOWN set"
+        return (
+            f"state {st} is allowed to send, but {why} → "
+            f"`if (sk->sk_err || (sk->sk_shutdown & SEND_SHUTDOWN))` → do_error → {r}"
+        )
+    return f"state {st}, no sk_stream_wait_connect → tcp_sendmsg_locked returned {r}"
+
+
+def _write_note(ctx: _Ctx, t0: int, w: WriteResult, path: list[Event]) -> WriteNote:
+    enter = _first(path, Kind.SENDMSG_ENTER)
+    return WriteNote(
+        index=w.index,
+        t_ns=w.t_start_ns - t0,
+        size=w.size,
+        ret=w.ret,
+        errno=w.errno,
+        observed=enter is not None,
+        state=ctx.st(enter.state) if enter else None,
+        sk_err=enter.sk_err if enter else None,
+        sk_shutdown=enter.sk_shutdown if enter else None,
+        path=_path_steps(ctx, path),
+        decision=_decision(ctx, path, w),
+        syscall_ns=w.t_end_ns - w.t_start_ns,
+    )
+
+
+def _match_paths(writes: list[WriteResult], paths: list[list[Event]]) -> dict[int, list[Event]]:
+    """Each write gets the tcp_sendmsg_locked call that started inside its syscall."""
+    out: dict[int, list[Event]] = {}
+    for w in writes:
+        for p in paths:
+            if w.t_start_ns <= p[0].ts_ns <= w.t_end_ns:
+                out[w.index] = p
+                break
+    return out
+
+
+# --- kernel steps --------------------------------------------------------------
+
+
+def _pair_returns(events: list[Event]) -> dict[int, Event]:
+    """For tcp_fin and tcp_done entries (by list index): their return event."""
+    ret_of = {Kind.TCP_FIN: Kind.TCP_FIN_RETURN, Kind.TCP_DONE: Kind.TCP_DONE_RETURN}
+    pairs: dict[int, Event] = {}
+    for i, e in enumerate(events):
+        want = ret_of.get(e.kind)
+        if want is None:
+            continue
+        for r in events[i + 1 :]:
+            if r.kind == want and r.sk == e.sk and r.tid == e.tid:
+                pairs[i] = r
+                break
+    return pairs
+
+
+def _where(w_notes: list[WriteResult], paths: dict[int, list[Event]], e: Event, t0: int) -> str:
+    """Place a kernel event relative to the writes (it matters for the RST)."""
+    for w in w_notes:
+        if w.t_start_ns <= e.ts_ns <= w.t_end_ns:
+            path = paths.get(w.index, [])
+            ret = _first(path, Kind.SENDMSG_RETURN)
+            if ret and e.ts_ns > ret.ts_ns:
+                return (
+                    f"during write {w.index}: {(e.ts_ns - ret.ts_ns) / 1000:.1f} µs after "
+                    f"tcp_sendmsg_locked returned {ret_name(ret.value)}, before write(2) returned"
+                )
+            return f"during write {w.index}'s syscall"
+        if e.ts_ns < w.t_start_ns:
+            return ""
+        after = e.ts_ns - w.t_end_ns
+        nxt = next((x for x in w_notes if x.index == w.index + 1), None)
+        if nxt is None or e.ts_ns < nxt.t_start_ns:
+            return f"{after / 1000:.1f} µs after write {w.index} returned"
+    return ""
+
+
+def _kernel_notes(ctx: _Ctx, rec: Recording, t0: int, paths: dict[int, list[Event]]) -> list[KernelNote]:
+    events = rec.events
+    pairs = _pair_returns(events)
+    windows = [(e.sk, e.ts_ns, pairs[i].ts_ns) for i, e in enumerate(events) if i in pairs]
+    notes = []
+    for i, e in enumerate(events):
+        if e.kind in WRITE_PATH_KINDS or e.kind in (Kind.TCP_FIN_RETURN, Kind.TCP_DONE_RETURN):
+            continue
+        vals = _sock_values(ctx, e)
+        if e.kind == Kind.SET_STATE:
+            # Inside an observed tcp_fin/tcp_done the transition is told by that note.
+            if any(sk == e.sk and a <= e.ts_ns <= b for sk, a, b in windows):
+                continue
+            summary = f"state {ctx.st(e.old_state)} → {ctx.st(e.state)}"
+            vals = {"old_state": ctx.st(e.old_state), "state": ctx.st(e.state)}
+        elif e.kind in (Kind.TCP_FIN, Kind.TCP_DONE):
+            r = pairs.get(i)
+            if r:
+                summary = (
+                    f"state {ctx.st(e.state)} → {ctx.st(r.state)}, sk_shutdown "
+                    f"{shutdown_name(e.sk_shutdown)} → {shutdown_name(r.sk_shutdown)}, sk_err {err_name(r.sk_err)}"
+                )
+                vals.update(state_after=ctx.st(r.state), sk_shutdown_after=r.sk_shutdown, sk_err_after=r.sk_err)
+            else:
+                summary = (
+                    f"at entry: state {ctx.st(e.state)}, sk_err {err_name(e.sk_err)}, "
+                    f"sk_shutdown {shutdown_name(e.sk_shutdown)} (return not observed)"
+                )
+            if e.kind == Kind.TCP_FIN:
+                summary = "FIN processed: " + summary
+        elif e.kind == Kind.TCP_RESET:
+            summary = f"RST accepted in state {ctx.st(e.state)}, sk_err {err_name(e.sk_err)} at entry"
+        elif e.kind == Kind.DONE_WITH_ERROR:
+            summary = f"err={err_name(e.value)} (sk_err {err_name(e.sk_err)} at entry), state {ctx.st(e.state)}"
+            vals["err"] = e.value
+        else:
+            summary = e.kind.name
+        notes.append(
+            KernelNote(
+                t_ns=e.ts_ns - t0,
+                side=ctx.side(e),
+                func=e.func,
+                summary=summary,
+                where=_where(rec.writes, paths, e, t0),
+                event=e,
+                values=vals,
+            )
+        )
+    return notes
+
+
+# --- findings ------------------------------------------------------------------
+
+
+def _findings(ctx: _Ctx, rec: Recording, writes: list[WriteNote], notes: list[KernelNote]) -> list[str]:
+    out = []
+    client = [n for n in notes if n.side == "client"]
+    fin = next((n for n in client if n.func == "tcp_fin"), None) or next(
+        (n for n in client if n.func == "inet_sock_set_state" and n.values.get("state") == "CLOSE_WAIT"), None
+    )
+    if fin:
+        out.append(f"FIN: {fin.func} moved the client to CLOSE_WAIT at {fin.t_ns / 1e6:+.3f} ms")
+    else:
+        out.append("FIN: not observed on the client socket")
+
+    reset = next((n for n in client if n.func == "tcp_reset"), None)
+    if reset:
+        where = f", {reset.where}" if reset.where else ""
+        out.append(f"RST: tcp_reset ran with the client in {reset.values['state']}{where}")
+        out.append(_who_set_sk_err(client, reset))
+    else:
+        out.append("RST: no tcp_reset was observed on the client socket")
+    done = next((n for n in client if n.func == "tcp_done"), None)
+    if done and "state_after" in done.values:
+        out.append(
+            f"tcp_done: client {done.values['state']} → {done.values['state_after']}, "
+            f"sk_shutdown → {shutdown_name(done.values['sk_shutdown_after'])}"
+        )
+    for w in writes:
+        res = f"{w.ret}" if w.ret >= 0 else f"-1 {w.errno}"
+        out.append(f"write {w.index} = {res}: {w.decision}")
+    if rec.lost_events:
+        out.append(f"WARNING: {rec.lost_events} events were lost (ring buffer full); the timeline is incomplete")
+    return out
+
+
+def _who_set_sk_err(client: list[KernelNote], reset: KernelNote) -> str:
+    """Which observed function wrote sk_err: the last one that saw it 0 before the first that saw it set."""
+    after = [n for n in client if n.t_ns >= reset.t_ns and n.func != "inet_sock_set_state"]
+    seen_zero = None
+    for n in after:
+        if n.event.sk_err == 0:
+            seen_zero = n
+            continue
+        if seen_zero is None:
+            return f"sk_err: already {err_name(n.event.sk_err)} at {n.func} entry"
+        if seen_zero.func == "tcp_done_with_error":
+            return (
+                f"sk_err: 0 → {err_name(n.event.sk_err)} inside tcp_done_with_error(err="
+                f"{err_name(seen_zero.event.value)}), seen at {n.func} entry"
+            )
+        return (
+            f"sk_err: 0 at {seen_zero.func} entry → {err_name(n.event.sk_err)} at {n.func} entry: "
+            f"written by {seen_zero.func}"
+        )
+    if seen_zero and "sk_err_after" in seen_zero.values and seen_zero.values["sk_err_after"]:
+        return f"sk_err: set to {err_name(seen_zero.values['sk_err_after'])} during {seen_zero.func}"
+    return "sk_err: no change was observed after the RST"
+
+
+# --- entry point ---------------------------------------------------------------
+
+
+def annotate(rec: Recording) -> Timeline:
+    ctx = _Ctx(rec)
+    events = sorted(rec.events, key=lambda e: e.ts_ns)
+    rec.events = events
+    starts = [e.ts_ns for e in events] + [m.t_ns for m in rec.marks] + [w.t_start_ns for w in rec.writes]
+    t0 = min(starts) if starts else 0
+
+    by_write = _match_paths(rec.writes, _write_paths(events, rec.client_pid))
+    writes = [_write_note(ctx, t0, w, by_write.get(w.index, [])) for w in rec.writes]
+    notes = _kernel_notes(ctx, rec, t0, by_write)
+    marks = [MarkNote(m.t_ns - t0, m.what) for m in rec.marks]
+    items = sorted([*writes, *notes, *marks], key=lambda x: x.t_ns)
+    return Timeline(rec, t0, items, writes, _findings(ctx, rec, writes, notes))
+
+
+def write_json(w: WriteNote) -> dict:
+    """The `"type": "write"` line of the NDJSON output."""
+    return {
+        "type": "write",
+        "index": w.index,
+        "t_ms": round(w.t_ns / 1e6, 6),
+        "size": w.size,
+        "ret": w.ret,
+        "errno": w.errno,
+        "observed": w.observed,
+        "state": w.state,
+        "sk_err": w.sk_err,
+        "sk_err_name": err_name(w.sk_err) if w.sk_err is not None else None,
+        "sk_shutdown": w.sk_shutdown,
+        "sk_shutdown_name": shutdown_name(w.sk_shutdown) if w.sk_shutdown is not None else None,
+        "path": [s.to_json() for s in w.path],
+        "decision": w.decision,
+    }
+
+
+def kernel_json(n: KernelNote) -> dict:
+    e = n.event
+    return {
+        "type": "kernel",
+        "t_ms": round(n.t_ns / 1e6, 6),
+        "func": n.func,
+        "event": e.kind.name,
+        "side": n.side,
+        "summary": n.summary,
+        "where": n.where or None,
+        **n.values,
+        "sk": f"{e.sk:#x}",
+        "pid": e.pid,
+        "comm": e.comm,
+    }
+
+
+def errno_of(ret: int) -> str | None:
+    return errno_name(ret) if ret < 0 else None

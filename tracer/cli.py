@@ -1,0 +1,127 @@
+"""trace-halfclose: the command line (click). Thin: parse, call, render.
+
+Runs the article's reproduction (the server closes, the client writes twice)
+in a private network namespace and shows, write by write, the kernel path that
+produced each result, from kprobes on tcp_sendmsg_locked, sk_stream_wait_connect,
+sk_stream_error, tcp_reset, tcp_done_with_error, tcp_done and tcp_fin.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .errors import UserError
+
+EPILOG = """\b
+Examples:
+  sudo trace-halfclose                  the article: two writes after the server closed
+  sudo trace-halfclose --writes 3       a third write shows the other EPIPE path
+  sudo trace-halfclose --json | jq .    NDJSON for machines (see README)
+  sudo trace-halfclose --record r.jsonl then `trace-halfclose replay r.jsonl` anywhere
+  sudo trace-halfclose vm               on a kernel without kprobes: boot a distro kernel
+  trace-halfclose doctor                what this machine can trace, with remedies
+
+Needs root, bcc (python3-bpfcc), headers of the running kernel, and kprobes.
+"""
+
+
+class DefaultGroup(click.Group):
+    """`trace-halfclose ARGS` means `trace-halfclose run ARGS`, as a bcc tool would behave."""
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Show why a write after the peer's close succeeds once, then fails with EPIPE.
+
+    With no command, runs `run`: the reproduction, traced.
+    """
+
+
+def _fail(exc: UserError) -> None:
+    from . import render
+
+    render.error(exc)
+    sys.exit(exc.exit_code)
+
+
+def _show(tl, as_json: bool) -> None:
+    if as_json:
+        from . import jsonout
+
+        jsonout.write(tl, sys.stdout)
+    else:
+        from . import render
+
+        render.timeline(tl, render.out_console())
+
+
+@main.command(epilog=EPILOG)
+@click.option("--writes", type=click.IntRange(1, 10), default=2, show_default=True,
+              help="How many write(2) calls the client makes after CLOSE_WAIT (3 shows the third path).")
+@click.option("--delay", type=click.FloatRange(0, 60), default=0.0, show_default=True,
+              help="Extra seconds between CLOSE_WAIT and write 1 (the article sleeps 5).")
+@click.option("--gap", type=click.FloatRange(0.0, 10), default=0.1, show_default=True,
+              help="Seconds between writes, for the RST to arrive (the article sleeps 1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=9999, show_default=True,
+              help="Server port inside the private network namespace.")
+@click.option("--json", "as_json", is_flag=True, help="NDJSON on stdout, one object per line (see README).")
+@click.option("--record", type=click.Path(dir_okay=False, writable=True),
+              help="Also save the raw events to FILE, for `trace-halfclose replay FILE`.")
+@click.option("--ebpf", is_flag=True, help="Print the BPF C program and exit (as bcc tools do).")
+def run(writes, delay, gap, port, as_json, record, ebpf) -> None:
+    """Run the reproduction and annotate each write with its kernel path.
+
+    A server and a client (SIGPIPE ignored) in a private network namespace:
+    the client connects, the server closes, and once the client's socket is
+    seen in CLOSE_WAIT the client writes WRITES times.
+    """
+    from . import render
+    from .annotate import annotate
+    from .repro import ReproOptions
+
+    if ebpf:
+        from .events import BPF_DIR
+
+        for name in ("halfclose.h", "sock_read.h", "kprobe.bpf.c"):
+            click.echo(f"/* ---- bpf/{name} ---- */\n" + (BPF_DIR / name).read_text())
+        return
+    from .collect import collect
+
+    opts = ReproOptions(writes=writes, delay=delay, gap=gap, port=port)
+    try:
+        with render.status("checking the kernel") as progress:
+            rec = collect(opts, progress)
+    except UserError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        render.note("interrupted: probes detached, reproduction stopped")
+        sys.exit(130)
+    if record:
+        with open(record, "w", encoding="utf-8") as f:
+            rec.dump(f)
+    _show(annotate(rec), as_json)
+
+
+@main.command()
+@click.argument("recording", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="NDJSON on stdout.")
+def replay(recording, as_json) -> None:
+    """Annotate a recording saved with --record (no root, no BPF needed)."""
+    from .annotate import annotate
+    from .recording import Recording
+
+    try:
+        rec = Recording.load(recording)
+    except (OSError, ValueError) as exc:
+        _fail(UserError(f"cannot read {recording}: {exc}", "give a file written by `trace-halfclose --record`"))
+    _show(annotate(rec), as_json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The kernel event: bpf/halfclose.h mirrored once in ctypes, decoded in one place.
+
+`Event` is the frozen, JSON-ready form every later stage (annotation, JSON,
+recordings, tests) works on. tests/unit/test_events.py parses the C header and
+fails if this mirror drifts from it.
+"""
+from __future__ import annotations
+
+import ctypes
+import enum
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+HEADER = BPF_DIR / "halfclose.h"
+
+
+class Kind(enum.IntEnum):
+    """enum hc_kind of bpf/halfclose.h."""
+
+    SENDMSG_ENTER = 1
+    SENDMSG_RETURN = 2
+    WAIT_CONNECT_ENTER = 3
+    WAIT_CONNECT_RETURN = 4
+    STREAM_ERROR_ENTER = 5
+    STREAM_ERROR_RETURN = 6
+    TCP_RESET = 7
+    DONE_WITH_ERROR = 8
+    TCP_DONE = 9
+    TCP_DONE_RETURN = 10
+    TCP_FIN = 11
+    TCP_FIN_RETURN = 12
+    SET_STATE = 13
+
+
+class RawEvent(ctypes.Structure):
+    """struct hc_event of bpf/halfclose.h, field for field."""
+
+    _fields_ = [
+        ("ts_ns", ctypes.c_uint64),
+        ("sk", ctypes.c_uint64),
+        ("value", ctypes.c_int64),
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("sk_err", ctypes.c_int32),
+        ("kind", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("state", ctypes.c_uint8),
+        ("old_state", ctypes.c_uint8),
+        ("sk_shutdown", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("comm", ctypes.c_char * 16),
+    ]
+
+
+# Which functions each kind belongs to, and whether it is an entry or a return.
+KIND_FUNC = {
+    Kind.SENDMSG_ENTER: "tcp_sendmsg_locked",
+    Kind.SENDMSG_RETURN: "tcp_sendmsg_locked",
+    Kind.WAIT_CONNECT_ENTER: "sk_stream_wait_connect",
+    Kind.WAIT_CONNECT_RETURN: "sk_stream_wait_connect",
+    Kind.STREAM_ERROR_ENTER: "sk_stream_error",
+    Kind.STREAM_ERROR_RETURN: "sk_stream_error",
+    Kind.TCP_RESET: "tcp_reset",
+    Kind.DONE_WITH_ERROR: "tcp_done_with_error",
+    Kind.TCP_DONE: "tcp_done",
+    Kind.TCP_DONE_RETURN: "tcp_done",
+    Kind.TCP_FIN: "tcp_fin",
+    Kind.TCP_FIN_RETURN: "tcp_fin",
+    Kind.SET_STATE: "inet_sock_set_state",
+}
+RETURN_KINDS = {
+    Kind.SENDMSG_RETURN,
+    Kind.WAIT_CONNECT_RETURN,
+    Kind.STREAM_ERROR_RETURN,
+    Kind.TCP_DONE_RETURN,
+    Kind.TCP_FIN_RETURN,
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One kernel event; the same field names as struct hc_event and the JSON."""
+
+    ts_ns: int
+    sk: int
+    value: int
+    pid: int
+    tid: int
+    sk_err: int
+    kind: Kind
+    sport: int
+    dport: int
+    state: int
+    old_state: int
+    sk_shutdown: int
+    comm: str
+
+    @property
+    def func(self) -> str:
+        return KIND_FUNC[self.kind]
+
+    @property
+    def is_return(self) -> bool:
+        return self.kind in RETURN_KINDS
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["kind"] = self.kind.name
+        d["sk"] = f"{self.sk:#x}"
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Event":
+        d = dict(d)
+        d["kind"] = Kind[d["kind"]]
+        d["sk"] = int(d["sk"], 16) if isinstance(d["sk"], str) else d["sk"]
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def decode(raw: RawEvent) -> Event:
+    """The one place a raw kernel event becomes an Event."""
+    return Event(
+        ts_ns=raw.ts_ns,
+        sk=raw.sk,
+        value=raw.value,
+        pid=raw.pid,
+        tid=raw.tid,
+        sk_err=raw.sk_err,
+        kind=Kind(raw.kind),
+        sport=raw.sport,
+        dport=raw.dport,
+        state=raw.state,
+        old_state=raw.old_state,
+        sk_shutdown=raw.sk_shutdown,
+        comm=raw.comm.decode("utf-8", "replace"),
+    )
+
+
+def decode_bytes(buf: bytes) -> Event:
+    return decode(RawEvent.from_buffer_copy(buf))

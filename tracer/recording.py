@@ -1,0 +1,101 @@
+"""What one run collected: facts about the kernel and the probes, what the
+reproduction did in user space, and the kernel events, in the order seen.
+
+A Recording is the boundary between collection (needs root and BPF) and
+annotation (pure). It saves to and loads from JSON lines, so a run can be
+recorded once (`--record FILE`) and annotated again anywhere
+(`trace-halfclose replay FILE`), and so tests can feed recorded streams.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Iterable
+
+from .events import Event
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """One write(2) as the client saw it; times are CLOCK_MONOTONIC ns."""
+
+    index: int
+    size: int
+    ret: int  # bytes written, or -1
+    errno: str | None  # errno name when ret == -1
+    t_start_ns: int
+    t_end_ns: int
+
+
+@dataclass(frozen=True)
+class UserMark:
+    """Something the reproduction did in user space (connect, server close)."""
+
+    what: str
+    t_ns: int
+
+
+@dataclass
+class Recording:
+    kernel: str = ""
+    backend: str = ""
+    attached: list[str] = field(default_factory=list)  # e.g. "kprobe:tcp_reset"
+    missing: list[str] = field(default_factory=list)  # functions/tracepoints not on this kernel
+    state_names: dict[int, str] = field(default_factory=dict)
+    state_names_source: str = ""
+    netns: int = 0
+    server_port: int = 0
+    client_port: int = 0
+    client_pid: int = 0
+    marks: list[UserMark] = field(default_factory=list)
+    writes: list[WriteResult] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    lost_events: int = 0
+
+    # -- JSON lines ---------------------------------------------------------
+    def dump(self, out: IO[str]) -> None:
+        meta = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("marks", "writes", "events", "state_names")
+        }
+        meta["state_names"] = {str(k): v for k, v in self.state_names.items()}
+        out.write(json.dumps({"record": "meta", **meta}) + "\n")
+        for m in self.marks:
+            out.write(json.dumps({"record": "mark", **asdict(m)}) + "\n")
+        for w in self.writes:
+            out.write(json.dumps({"record": "write", **asdict(w)}) + "\n")
+        for e in self.events:
+            out.write(json.dumps({"record": "event", **e.to_json()}) + "\n")
+
+    @classmethod
+    def load_lines(cls, lines: Iterable[str]) -> "Recording":
+        rec = cls()
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                kind = d.pop("record")
+                if kind == "meta":
+                    d["state_names"] = {int(k): v for k, v in d.get("state_names", {}).items()}
+                    for k, v in d.items():
+                        if hasattr(rec, k):
+                            setattr(rec, k, v)
+                elif kind == "mark":
+                    rec.marks.append(UserMark(**d))
+                elif kind == "write":
+                    rec.writes.append(WriteResult(**d))
+                elif kind == "event":
+                    rec.events.append(Event.from_json(d))
+                else:
+                    raise ValueError(f"unknown record type {kind!r}")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"line {n}: not a trace-halfclose recording line ({exc})") from None
+        return rec
+
+    @classmethod
+    def load(cls, path: Path) -> "Recording":
+        with open(path, encoding="utf-8") as f:
+            return cls.load_lines(f)

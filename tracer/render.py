@@ -1,0 +1,96 @@
+"""Display: the rich timeline for people. The only module that imports rich."""
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Iterator
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .annotate import KernelNote, MarkNote, Timeline, WriteNote
+from .errors import UserError
+from .kernel_names import err_name, shutdown_name
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+SIDE_STYLE = {"client": "bold", "server": "dim", "listener": "dim", "socket": "dim"}
+
+
+@contextlib.contextmanager
+def status(initial: str) -> Iterator:
+    """A spinner on stderr while bcc compiles and the reproduction runs.
+    Yields a function that changes its text."""
+    if not err_console.is_terminal:
+        yield lambda _msg: None
+        return
+    with err_console.status(initial) as st:
+        yield lambda msg: st.update(escape(msg))
+
+
+def error(exc: UserError) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
+    if exc.remedy:
+        err_console.print(f"  [bold]remedy:[/] {escape(exc.remedy)}")
+
+
+def note(msg: str) -> None:
+    err_console.print(escape(msg))
+
+
+def _ms(t_ns: int) -> str:
+    return f"{t_ns / 1e6:+9.3f} ms"
+
+
+def _write(console: Console, w: WriteNote) -> None:
+    result = f"[green]{w.ret}[/]" if w.ret >= 0 else f"[red]-1 {w.errno}[/]"
+    console.print(f"[cyan]{_ms(w.t_ns)}[/]  [bold]write {w.index}[/] ({w.size} bytes) → {result}")
+    if w.observed:
+        console.print(
+            f"{'':14}at tcp_sendmsg_locked entry: state [bold]{w.state}[/], "
+            f"sk_err {err_name(w.sk_err)}, sk_shutdown {shutdown_name(w.sk_shutdown)}"
+        )
+    for s in w.path:
+        ret = f" → {s.to_json()['ret_name']}" if s.ret is not None else ""
+        console.print(f"{'':14}  {s.func}{ret}  [dim]{escape(s.detail)}[/]")
+    console.print(f"{'':14}[yellow]decided:[/] {escape(w.decision)}")
+
+
+def _kernel(console: Console, n: KernelNote) -> None:
+    style = SIDE_STYLE.get(n.side, "")
+    where = f"  [magenta]({escape(n.where)})[/]" if n.where else ""
+    console.print(
+        f"[cyan]{_ms(n.t_ns)}[/]  [{style}]{n.side:<8} {n.func}: {escape(n.summary)}[/]{where}"
+    )
+
+
+def timeline(tl: Timeline, console: Console | None = None) -> None:
+    console = console or Console(highlight=False)
+    rec = tl.recording
+    console.print(f"[bold]trace-halfclose[/] on Linux {rec.kernel}, backend {rec.backend}")
+    console.print(f"probes: {', '.join(rec.attached)}", style="dim")
+    if rec.missing:
+        console.print(f"not on this kernel: {', '.join(rec.missing)}", style="dim")
+    console.print(
+        f"reproduction: netns {rec.netns}, server 127.0.0.1:{rec.server_port}, "
+        f"client 127.0.0.1:{rec.client_port} (pid {rec.client_pid}); state names from {rec.state_names_source}",
+        style="dim",
+    )
+    console.print()
+    for item in tl.items:
+        if isinstance(item, WriteNote):
+            _write(console, item)
+        elif isinstance(item, KernelNote):
+            _kernel(console, item)
+        elif isinstance(item, MarkNote):
+            console.print(f"[cyan]{_ms(item.t_ns)}[/]  [blue]user     {escape(item.what)}[/]")
+    console.print()
+    table = Table(title="What the kernel showed", show_header=False, box=None, padding=(0, 1))
+    for f in tl.findings:
+        table.add_row("•", escape(f))
+    console.print(table)
+
+
+def out_console() -> Console:
+    return Console(file=sys.stdout, highlight=False)
