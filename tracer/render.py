@@ -29,6 +29,20 @@ def status(initial: str) -> Iterator:
         yield lambda msg: st.update(escape(msg))
 
 
+class Spinner:
+    """A spinner that can be stopped from another thread (when the VM first prints)."""
+
+    def __init__(self, msg: str):
+        self._status = err_console.status(escape(msg)) if err_console.is_terminal else None
+        if self._status:
+            self._status.start()
+
+    def stop(self) -> None:
+        if self._status:
+            self._status.stop()
+            self._status = None
+
+
 def error(exc: UserError) -> None:
     err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
     if exc.remedy:

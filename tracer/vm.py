@@ -1,0 +1,193 @@
+"""Run trace-halfclose inside a VM booted with virtme-ng (vng).
+
+The guest shares this machine's filesystem (read-only), so it runs this very
+checkout and venv against another kernel: a distro kernel under /boot (with
+kprobes and matching headers under /lib/modules) or a kernel build tree.
+Output comes back on stdout/stderr and the exit status is the inner tool's
+(vng passes it through).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _version_key(path: Path) -> list:
+    """Sort vmlinuz-6.12.57+deb12-amd64 after vmlinuz-6.1.0-56-amd64."""
+    rel = path.name.removeprefix("vmlinuz-")
+    return [int(x) if x.isdigit() else x for x in re.split(r"[.+-]", rel)]
+
+
+def release_of(kernel: Path) -> str | None:
+    return kernel.name.removeprefix("vmlinuz-") if kernel.name.startswith("vmlinuz-") else None
+
+
+def find_kernels(boot: Path = Path("/boot"), running: str | None = None) -> list[Path]:
+    """Bootable distro kernels under /boot other than the running one, newest first."""
+    running = running or os.uname().release
+    found = [p for p in boot.glob("vmlinuz-*") if p.is_file() and release_of(p) != running]
+    return sorted(found, key=_version_key, reverse=True)
+
+
+def pick_kernel(kernel: str | None, boot: Path = Path("/boot"), modules: Path = Path("/lib/modules")) -> Path:
+    """The kernel to boot: --kernel (an image or a build tree), else the newest under /boot.
+    A distro image must come with its headers, which bcc needs inside the guest."""
+    if kernel:
+        p = Path(kernel)
+        if p.is_dir():  # a kernel build tree: vng boots it and bcc finds headers in it
+            if not (p / "arch/x86/boot/bzImage").exists():
+                raise UserError(f"{p} is a directory but holds no built kernel (arch/x86/boot/bzImage)",
+                                "build it first (make -j$(nproc)), or give a vmlinuz file")
+            return p
+        if not p.is_file():
+            raise UserError(f"kernel {kernel} not found", "give a vmlinuz file or a kernel build tree")
+        candidates = [p]
+    else:
+        candidates = find_kernels(boot)
+        if not candidates:
+            raise UserError(
+                f"no bootable kernel under {boot} besides the running one",
+                "apt-get install linux-image-amd64 linux-headers-amd64 (scripts/setup.sh does it)",
+            )
+    chosen = candidates[0]
+    rel = release_of(chosen)
+    if rel and not (modules / rel / "build").exists():
+        raise UserError(
+            f"no headers for {rel}: bcc inside the guest needs {modules / rel / 'build'}",
+            f"apt-get install linux-headers-{rel}",
+        )
+    return chosen
+
+
+def find_vng() -> str:
+    """vng, from PATH or from this venv's bin (it is a pip dependency: virtme-ng)."""
+    here = Path(sys.executable).parent
+    found = shutil.which("vng") or shutil.which("vng", path=str(here))
+    if not found:
+        raise UserError("virtme-ng (vng) is not installed", "pip install virtme-ng (scripts/setup.sh does it)")
+    if not shutil.which("qemu-system-x86_64"):
+        raise UserError("qemu-system-x86_64 is not installed", "apt-get install qemu-system-x86")
+    return found
+
+
+def use_kvm(force: bool | None, cpuinfo: Path = Path("/proc/cpuinfo"), kvm: Path = Path("/dev/kvm")) -> tuple[bool, str]:
+    """KVM unless told otherwise, or unless this machine is itself a guest:
+    nested KVM exists on microVMs but the guest hangs at boot, so there the
+    VM runs in software emulation (slower: ~15-25 s to boot, ~30 s for bcc)."""
+    if force is not None:
+        return force, "as asked (--kvm/--no-kvm)"
+    if not kvm.exists():
+        return False, "/dev/kvm is missing: software emulation"
+    try:
+        nested = " hypervisor" in cpuinfo.read_text()
+    except OSError:
+        nested = False
+    if nested:
+        return False, "this machine is itself a VM (nested KVM hangs guests here): software emulation; --kvm forces KVM"
+    return True, "KVM"
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    kernel: Path
+    kvm: bool
+    cpus: int = 2
+    memory: str = "2G"
+    rwdirs: tuple[Path, ...] = ()
+
+
+def vng_command(vng: str, spec: VmSpec, guest_cmd: str) -> list[str]:
+    cmd = [vng, "--run", str(spec.kernel), "--cpus", str(spec.cpus), "--memory", spec.memory]
+    if not spec.kvm:
+        cmd.append("--disable-kvm")
+    for d in spec.rwdirs:
+        cmd += ["--rwdir", str(d)]
+    return cmd + ["--exec", guest_cmd]
+
+
+def inner_command(args: list[str]) -> str:
+    """trace-halfclose ARGS inside the guest, from this checkout and interpreter."""
+    return f"cd {shlex.quote(str(ROOT))} && exec {shlex.quote(sys.executable)} -m tracer " + shlex.join(args)
+
+
+def record_dirs(args: list[str]) -> tuple[Path, ...]:
+    """The guest sees the filesystem read-only: a --record FILE needs its directory shared writable."""
+    out = []
+    for i, a in enumerate(args):
+        path = args[i + 1] if a == "--record" and i + 1 < len(args) else a.removeprefix("--record=") if a.startswith("--record=") else None
+        if path:
+            out.append(Path(path).resolve().parent)
+    return tuple(out)
+
+
+def env_for_vng(vng: str) -> dict:
+    """vng runs virtme-run by name: the venv's bin must be on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(vng).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def run(spec: VmSpec, guest_cmd: str, vng: str | None = None, capture: bool = False) -> subprocess.CompletedProcess:
+    vng = vng or find_vng()
+    return subprocess.run(
+        vng_command(vng, spec, guest_cmd),
+        env=env_for_vng(vng),
+        stdin=subprocess.DEVNULL,
+        capture_output=capture,
+        text=True,
+    )
+
+
+def stream(spec: VmSpec, guest_cmd: str, started=lambda: None) -> int:
+    """Run the guest, passing its stdout and stderr through line by line;
+    started() is called at its first line of output (to stop a spinner)."""
+    import threading
+
+    vng = find_vng()
+    proc = subprocess.Popen(
+        vng_command(vng, spec, guest_cmd),
+        env=env_for_vng(vng),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    first = threading.Event()
+
+    def pump(src, dst):
+        for line in src:
+            if not first.is_set():
+                first.set()
+                started()
+            dst.write(line)
+            dst.flush()
+
+    threads = [
+        threading.Thread(target=pump, args=(proc.stdout, sys.stdout), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, sys.stderr), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()  # vng stops qemu, and the guest with it
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    for t in threads:
+        t.join(timeout=5)
+    return code
