@@ -5,10 +5,12 @@
 #
 #   scripts/setup.sh            bcc, headers, the venv with the tool
 #   scripts/setup.sh --vm       also a Debian kernel, qemu and virtme-ng for `trace-halfclose vm`
-#   scripts/setup.sh --test     also pytest (and vagrant, to validate the Vagrantfile)
+#   scripts/setup.sh --test     also pytest, Debian's 6.12 kernel, and vagrant (to validate the Vagrantfile)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# The venv; THC_VENV puts it elsewhere (the Vagrant guest keeps it out of the shared tree).
+VENV=${THC_VENV:-$ROOT/.venv}
 VM=0 TEST=0
 for a in "$@"; do
     case "$a" in
@@ -30,7 +32,8 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 
 pkgs=(bpfcc-tools python3-bpfcc python3-venv iproute2 linux-headers-amd64)
 [ "$VM" = 1 ] && pkgs+=(linux-image-amd64 qemu-system-x86 busybox-static)
-[ "$TEST" = 1 ] && pkgs+=(vagrant)
+# Tests boot both Debian kernels, 6.1 and 6.12, to compare them.
+[ "$TEST" = 1 ] && pkgs+=(vagrant linux-image-6.12-amd64 linux-headers-6.12-amd64)
 # Headers of the running kernel, when it is one Debian packages (not a microVM's).
 if [ ! -e "/lib/modules/$release/build" ] && ! installed "linux-headers-$release"; then
     apt_update
@@ -63,18 +66,19 @@ fi
 
 # --- the venv ----------------------------------------------------------------------
 # Debian's bcc imports only in /usr/bin/python3: the venv must see system site-packages.
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import bcc' 2>/dev/null; then
-    say "creating .venv (with Debian's bcc)"
-    rm -rf .venv
-    /usr/bin/python3 -m venv --system-site-packages .venv
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import bcc' 2>/dev/null; then
+    say "creating $VENV (with Debian's bcc)"
+    rm -rf "$VENV"
+    mkdir -p "$(dirname "$VENV")"
+    /usr/bin/python3 -m venv --system-site-packages "$VENV"
 fi
 extras=""
 [ "$VM" = 1 ] && extras="vm"
 [ "$TEST" = 1 ] && extras="vm,test"
 say "pip install -e .${extras:+[$extras]}"
-quiet .venv/bin/pip install --disable-pip-version-check -e ".${extras:+[$extras]}"
-.venv/bin/python -c 'import bcc, click, rich' || { echo "setup.sh: the venv cannot import bcc, click and rich" >&2; exit 1; }
+quiet "$VENV/bin/pip" install --disable-pip-version-check -e ".${extras:+[$extras]}"
+"$VENV/bin/python" -c 'import bcc, click, rich' || { echo "setup.sh: the venv cannot import bcc, click and rich" >&2; exit 1; }
 
 # The tool on root's PATH, as `sudo trace-halfclose` expects.
-ln -sfn "$ROOT/.venv/bin/trace-halfclose" /usr/local/bin/trace-halfclose
+ln -sfn "$VENV/bin/trace-halfclose" /usr/local/bin/trace-halfclose
 say "ready: $(command -v trace-halfclose)"

@@ -1,0 +1,58 @@
+"""One VM boot per kernel per test session, running every scenario inside it.
+
+The kernels are the bootable distro kernels under /boot (not the running one)
+that have headers; scripts/setup.sh --test installs Debian's 6.1 and 6.12.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require
+from tests.live.scenarios import SCENARIOS
+from tracer import vm
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _kernels() -> list[Path]:
+    return [k for k in vm.find_kernels() if (Path("/lib/modules") / vm.release_of(k) / "build").exists()]
+
+
+KERNELS = _kernels()
+
+
+@pytest.fixture(scope="session", params=KERNELS or [None], ids=lambda k: vm.release_of(k) if k else "no-kernel")
+def vm_run(request):
+    """{scenario name: result dict} from one boot of one kernel."""
+    kernel = request.param
+    require(os.geteuid() == 0, "live VM tests need root")
+    require(kernel is not None, "no distro kernel with headers under /boot (scripts/setup.sh --test installs them)")
+    require(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86_64 missing")
+    try:
+        vm.find_vng()
+    except Exception as exc:
+        require(False, f"virtme-ng missing: {exc}")
+
+    out = Path(tempfile.mkdtemp(prefix="thc-vm-"))
+    spec = {}
+    for name, what in SCENARIOS.items():
+        spec[name] = {k: [a.replace("{out}", str(out)) for a in v] for k, v in what.items()}
+    (out / "spec.json").write_text(json.dumps(spec))
+    use_kvm, _ = vm.use_kvm(None)
+    guest = f"cd {ROOT} && {sys.executable} tests/live/guest_runner.py {out}/spec.json {out}"
+    proc = vm.run(vm.VmSpec(kernel, use_kvm, rwdirs=(out,)), guest, capture=True)
+    assert proc.returncode == 0, f"VM boot or guest runner failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    results = {"_out": out, "_guest": json.loads((out / "_guest.json").read_text())}
+    for name in SCENARIOS:
+        f = out / f"{name}.json"
+        assert f.exists(), f"scenario {name} left no result; guest said:\n{proc.stdout}\n{proc.stderr}"
+        results[name] = json.loads(f.read_text())
+    yield results
+    shutil.rmtree(out, ignore_errors=True)

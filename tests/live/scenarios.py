@@ -1,0 +1,13 @@
+"""The kprobe scenarios every VM boot runs (tests/live/guest_runner.py), by name.
+
+Paths under {out} are inside the directory shared writable with the guest.
+"""
+
+SCENARIOS = {
+    # The article's case with a third write, for machines and recorded for replay.
+    "writes3_json": {"args": ["--writes", "3", "--json", "--record", "{out}/writes3.rec.jsonl"]},
+    # What a person sees by default.
+    "default_human": {"args": []},
+    # Ctrl-C while attached: probes and the reproduction's process must go away.
+    "sigint": {"sigint": ["--delay", "30"]},
+}
