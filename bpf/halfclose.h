@@ -2,7 +2,7 @@
  * mirrored once in tracer/events.py (ctypes). tests/unit/test_events.py
  * parses this file and fails if the mirror drifts.
  *
- * Widest fields first, so the struct has no hidden padding (64 bytes).
+ * Widest fields first, so the struct has no hidden padding (72 bytes).
  */
 #ifndef HALFCLOSE_H
 #define HALFCLOSE_H
@@ -21,7 +21,13 @@ enum hc_kind {
 	HC_TCP_FIN = 11,             /* tcp_fin entry (a FIN was processed) */
 	HC_TCP_FIN_RETURN = 12,      /* tcp_fin return */
 	HC_SET_STATE = 13,           /* sock:inet_sock_set_state; old_state -> state */
+	HC_RESET_TP = 14,            /* tcp:tcp_receive_reset (first thing in tcp_reset) */
+	HC_ERROR_REPORT = 15,        /* sock:inet_sk_error_report; value = error; no sk, ports only */
+	HC_SEND_LENGTH = 16,         /* sock:sock_send_length (6.3+): sock_sendmsg returned value */
+	HC_WRITE_ENTER = 17,         /* syscalls:sys_enter_write; fd, value = count, socket fields via the fd */
+	HC_WRITE_EXIT = 18,          /* syscalls:sys_exit_write; fd, value = ret, socket fields via the fd */
 };
+
 
 struct hc_event {
 	__u64 ts_ns;        /* bpf_ktime_get_ns(): CLOCK_MONOTONIC, comparable with user space */
@@ -31,6 +37,8 @@ struct hc_event {
 	__u32 tid;
 	__s32 sk_err;       /* sk->sk_err when the event fired */
 	__u32 kind;         /* enum hc_kind */
+	__s32 fd;           /* WRITE_*: the file descriptor; -1 otherwise */
+	__u32 cpu;
 	__u16 sport;        /* local port, host order */
 	__u16 dport;        /* remote port, host order */
 	__u8 state;         /* sk->sk_state when the event fired (SET_STATE: the new state) */

@@ -53,6 +53,8 @@ static __always_inline void hc_fill(struct hc_event *e, u32 kind, const void *sk
 	u64 id = bpf_get_current_pid_tgid();
 
 	e->ts_ns = bpf_ktime_get_ns();
+	e->fd = -1;
+	e->cpu = bpf_get_smp_processor_id();
 	e->sk = (u64)sk;
 	e->kind = kind;
 	e->pid = id >> 32;

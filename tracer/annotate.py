@@ -2,35 +2,33 @@
 
 Pure Python, no kernel needed. Every value in the output is taken from an
 event of the recording; where an expected event is missing the note says
-"not observed" instead of filling in what should have happened.
+"not observed" instead of filling in what should have happened. With the
+tracepoint backend the functions inside tcp_sendmsg_locked cannot be seen:
+the branch is then inferred from the observed values and the kernel source,
+and marked `inferred`.
 
 The branch descriptions name conditions of the kernel source (read in
-Linux v6.1 and v6.12, identical there, see docs/kernel-source.md):
+Linux 6.1.192 and 6.12.117, identical there; docs/kernel-source.md):
   net/ipv4/tcp.c  tcp_sendmsg_locked(): outside ESTABLISHED and CLOSE_WAIT it
       calls sk_stream_wait_connect(); later
       `err = -EPIPE; if (sk->sk_err || (sk->sk_shutdown & SEND_SHUTDOWN)) goto do_error;`
       and the error path returns sk_stream_error(sk, flags, err).
   net/core/stream.c  sk_stream_wait_connect(): first `sock_error(sk)` (which
       takes sk_err and leaves 0), then -EPIPE unless SYN_SENT or SYN_RECV.
+  net/ipv4/tcp_input.c  tcp_reset() -> tcp_done_with_error() -> tcp_done()
+      (net/ipv4/tcp.c), which calls tcp_set_state(sk, TCP_CLOSE).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from .events import Event, Kind
-from .kernel_names import (
-    SEND_SHUTDOWN,
-    err_name,
-    errno_name,
-    ret_name,
-    shutdown_name,
-    state_name,
-)
+from .kernel_names import SEND_SHUTDOWN, err_name, ret_name, shutdown_name, state_name
 from .recording import Recording, WriteResult
 
 # tcp_sendmsg_locked sends without waiting only in these states (net/ipv4/tcp.c, v6.1 and v6.12).
 SENDING_STATES = ("ESTABLISHED", "CLOSE_WAIT")
-WRITE_PATH_KINDS = {
+FUNC_PATH = {
     Kind.SENDMSG_ENTER,
     Kind.SENDMSG_RETURN,
     Kind.WAIT_CONNECT_ENTER,
@@ -38,12 +36,14 @@ WRITE_PATH_KINDS = {
     Kind.STREAM_ERROR_ENTER,
     Kind.STREAM_ERROR_RETURN,
 }
+SYSCALL_PATH = {Kind.WRITE_ENTER, Kind.SEND_LENGTH, Kind.WRITE_EXIT}
+RETURNS_SHOWN_WITH_ENTRY = {Kind.TCP_FIN_RETURN, Kind.TCP_DONE_RETURN}
 EPIPE = 32
 
 
 @dataclass(frozen=True)
 class PathStep:
-    """One function on a write's kernel path, with the values its events carried."""
+    """One function (or hook) on a write's kernel path, with the values its events carried."""
 
     func: str
     ret: int | None
@@ -65,12 +65,14 @@ class WriteNote:
     size: int
     ret: int
     errno: str | None
-    observed: bool  # a tcp_sendmsg_locked entry was seen for this write
-    state: str | None  # at tcp_sendmsg_locked entry
+    observed: bool  # the write was seen in the kernel
+    observed_at: str | None  # where state, sk_err, sk_shutdown were read
+    state: str | None
     sk_err: int | None
     sk_shutdown: int | None
     path: tuple[PathStep, ...]
     decision: str
+    inferred: bool  # the deciding branch was inferred, not seen
     syscall_ns: int
 
 
@@ -106,11 +108,18 @@ class _Ctx:
     def __init__(self, rec: Recording):
         self.rec = rec
         self.names = rec.state_names
+        # A socket keeps its address but loses its port once closed (inet_put_port
+        # zeroes inet_num): learn each address's side while it still has ports.
+        self.sk_side: dict[int, str] = {}
+        for e in rec.events:
+            side = self._by_ports(e)
+            if e.sk and side != "socket":
+                self.sk_side.setdefault(e.sk, side)
 
     def st(self, s: int) -> str:
         return state_name(self.names, s)
 
-    def side(self, e: Event) -> str:
+    def _by_ports(self, e: Event) -> str:
         r = self.rec
         if e.sport == r.client_port and e.dport == r.server_port:
             return "client"
@@ -120,122 +129,155 @@ class _Ctx:
             return "listener"
         return "socket"
 
+    def side(self, e: Event) -> str:
+        return self.sk_side.get(e.sk, self._by_ports(e)) if e.sk else self._by_ports(e)
+
 
 def _sock_values(ctx: _Ctx, e: Event) -> dict:
     return {"state": ctx.st(e.state), "sk_err": e.sk_err, "sk_shutdown": e.sk_shutdown}
-
-
-# --- writes ------------------------------------------------------------------
-
-
-def _write_paths(events: list[Event], client_pid: int) -> list[list[Event]]:
-    """The write-path events of the client, one list per tcp_sendmsg_locked call."""
-    paths: list[list[Event]] = []
-    open_by_tid: dict[int, list[Event]] = {}
-    for e in events:
-        if e.kind not in WRITE_PATH_KINDS or e.pid != client_pid:
-            continue
-        if e.kind == Kind.SENDMSG_ENTER:
-            open_by_tid[e.tid] = [e]
-            paths.append(open_by_tid[e.tid])
-        elif e.tid in open_by_tid:
-            open_by_tid[e.tid].append(e)
-            if e.kind == Kind.SENDMSG_RETURN:
-                del open_by_tid[e.tid]
-    return paths
 
 
 def _first(path: list[Event], kind: Kind) -> Event | None:
     return next((e for e in path if e.kind == kind), None)
 
 
-def _path_steps(ctx: _Ctx, path: list[Event]) -> tuple[PathStep, ...]:
+# --- writes ------------------------------------------------------------------
+
+
+def _write_paths(events: list[Event], client_pid: int) -> list[list[Event]]:
+    """The client's write-path events, one list per tcp_sendmsg_locked call
+    (kprobe, fentry) or per write(2) (tracepoints)."""
+    paths: list[list[Event]] = []
+    open_by_tid: dict[int, list[Event]] = {}
+    for e in events:
+        if e.pid != client_pid or e.kind not in FUNC_PATH | SYSCALL_PATH:
+            continue
+        if e.kind in (Kind.SENDMSG_ENTER, Kind.WRITE_ENTER):
+            open_by_tid[e.tid] = [e]
+            paths.append(open_by_tid[e.tid])
+        elif e.tid in open_by_tid:
+            open_by_tid[e.tid].append(e)
+            if e.kind in (Kind.SENDMSG_RETURN, Kind.WRITE_EXIT):
+                del open_by_tid[e.tid]
+    return paths
+
+
+def _function_steps(ctx: _Ctx, path: list[Event]) -> list[PathStep]:
     steps = []
-    enter = _first(path, Kind.SENDMSG_ENTER)
+    enter, ret = _first(path, Kind.SENDMSG_ENTER), _first(path, Kind.SENDMSG_RETURN)
     wc_in, wc_out = _first(path, Kind.WAIT_CONNECT_ENTER), _first(path, Kind.WAIT_CONNECT_RETURN)
     se_in, se_out = _first(path, Kind.STREAM_ERROR_ENTER), _first(path, Kind.STREAM_ERROR_RETURN)
-    ret = _first(path, Kind.SENDMSG_RETURN)
     if enter:
-        steps.append(
-            PathStep(
-                "tcp_sendmsg_locked",
-                ret.value if ret else None,
-                f"entry: state {ctx.st(enter.state)}, sk_err {err_name(enter.sk_err)}, "
-                f"sk_shutdown {shutdown_name(enter.sk_shutdown)}, size {enter.value}",
-                {**_sock_values(ctx, enter), "size": enter.value},
-            )
-        )
+        steps.append(PathStep(
+            "tcp_sendmsg_locked", ret.value if ret else None,
+            f"entry: state {ctx.st(enter.state)}, sk_err {err_name(enter.sk_err)}, "
+            f"sk_shutdown {shutdown_name(enter.sk_shutdown)}, size {enter.value}",
+            {**_sock_values(ctx, enter), "size": enter.value},
+        ))
     if wc_in:
         after = f"; sk_err after: {err_name(wc_out.sk_err)}" if wc_out else "; return not observed"
-        steps.append(
-            PathStep(
-                "sk_stream_wait_connect",
-                wc_out.value if wc_out else None,
-                f"entry: state {ctx.st(wc_in.state)}, sk_err {err_name(wc_in.sk_err)}{after}",
-                {
-                    "state": ctx.st(wc_in.state),
-                    "sk_err": wc_in.sk_err,
-                    **({"sk_err_after": wc_out.sk_err} if wc_out else {}),
-                },
-            )
-        )
+        steps.append(PathStep(
+            "sk_stream_wait_connect", wc_out.value if wc_out else None,
+            f"entry: state {ctx.st(wc_in.state)}, sk_err {err_name(wc_in.sk_err)}{after}",
+            {"state": ctx.st(wc_in.state), "sk_err": wc_in.sk_err,
+             **({"sk_err_after": wc_out.sk_err} if wc_out else {})},
+        ))
     if se_in:
         after = f"; sk_err then: {err_name(se_out.sk_err)}" if se_out else "; return not observed"
-        steps.append(
-            PathStep(
-                "sk_stream_error",
-                se_out.value if se_out else None,
-                f"err argument {ret_name(se_in.value)}, sk_err {err_name(se_in.sk_err)}{after}",
-                {"err": se_in.value, "sk_err": se_in.sk_err},
-            )
-        )
-    return tuple(steps)
+        steps.append(PathStep(
+            "sk_stream_error", se_out.value if se_out else None,
+            f"err argument {ret_name(se_in.value)}, sk_err {err_name(se_in.sk_err)}{after}",
+            {"err": se_in.value, "sk_err": se_in.sk_err},
+        ))
+    return steps
 
 
-def _decision(ctx: _Ctx, path: list[Event], w: WriteResult) -> str:
+def _syscall_steps(ctx: _Ctx, path: list[Event]) -> list[PathStep]:
+    steps = []
+    enter, sent, exit_ = (_first(path, k) for k in (Kind.WRITE_ENTER, Kind.SEND_LENGTH, Kind.WRITE_EXIT))
+    if enter:
+        steps.append(PathStep(
+            "sys_enter_write", None,
+            f"fd {enter.fd}: state {ctx.st(enter.state)}, sk_err {err_name(enter.sk_err)}, "
+            f"sk_shutdown {shutdown_name(enter.sk_shutdown)}",
+            {**_sock_values(ctx, enter), "fd": enter.fd},
+        ))
+    if sent:
+        steps.append(PathStep(
+            "sock_send_length", sent.value,
+            f"sock_sendmsg returned; then state {ctx.st(sent.state)}, sk_err {err_name(sent.sk_err)}",
+            {"state_after": ctx.st(sent.state), "sk_err_after": sent.sk_err},
+        ))
+    if exit_:
+        steps.append(PathStep(
+            "sys_exit_write", exit_.value,
+            f"then state {ctx.st(exit_.state)}, sk_err {err_name(exit_.sk_err)}, "
+            f"sk_shutdown {shutdown_name(exit_.sk_shutdown)}",
+            {"state_after": ctx.st(exit_.state), "sk_err_after": exit_.sk_err, "sk_shutdown_after": exit_.sk_shutdown},
+        ))
+    return steps
+
+
+def _function_decision(ctx: _Ctx, path: list[Event]) -> str:
     """Name the branch that decided the write's result, from the values seen."""
-    enter = _first(path, Kind.SENDMSG_ENTER)
-    ret = _first(path, Kind.SENDMSG_RETURN)
+    enter, ret = _first(path, Kind.SENDMSG_ENTER), _first(path, Kind.SENDMSG_RETURN)
     wc_in, wc_out = _first(path, Kind.WAIT_CONNECT_ENTER), _first(path, Kind.WAIT_CONNECT_RETURN)
-    if not enter:
-        return "not observed: no tcp_sendmsg_locked entry was seen for this write"
     if not ret:
         return "not observed: tcp_sendmsg_locked's return was not seen"
-    st = ctx.st(enter.state)
-    r = ret_name(ret.value)
+    st, r = ctx.st(enter.state), ret_name(ret.value)
     if wc_in and wc_out:
         head = f"state {st} is not ESTABLISHED/CLOSE_WAIT → sk_stream_wait_connect"
         if wc_in.sk_err and wc_out.value == -wc_in.sk_err and wc_out.sk_err == 0:
-            return (
-                f"{head} → sock_error() took sk_err={err_name(wc_in.sk_err)} (0 afterwards)"
-                f" → {ret_name(wc_out.value)} → tcp_sendmsg_locked returned {r}"
-            )
+            return (f"{head} → sock_error() took sk_err={err_name(wc_in.sk_err)} (0 afterwards)"
+                    f" → {ret_name(wc_out.value)} → tcp_sendmsg_locked returned {r}")
         if wc_in.sk_err == 0 and wc_out.value == -EPIPE:
-            return (
-                f"{head} with sk_err 0 → state is not SYN_SENT/SYN_RECV → -EPIPE"
-                f" → tcp_sendmsg_locked returned {r}"
-            )
+            return (f"{head} with sk_err 0 → state is not SYN_SENT/SYN_RECV → -EPIPE"
+                    f" → tcp_sendmsg_locked returned {r}")
         return f"{head} returned {ret_name(wc_out.value)} → tcp_sendmsg_locked returned {r}"
     if wc_in:
         return f"state {st} → sk_stream_wait_connect (return not observed) → tcp_sendmsg_locked returned {r}"
     if ret.value >= 0:
         if st in SENDING_STATES and enter.sk_err == 0 and not enter.sk_shutdown & SEND_SHUTDOWN:
-            return (
-                f"{st} is allowed to send, sk_err 0, send side open "
-                f"(sk_shutdown {shutdown_name(enter.sk_shutdown)}) → queued → {r}"
-            )
+            return (f"{st} is allowed to send, sk_err 0, send side open "
+                    f"(sk_shutdown {shutdown_name(enter.sk_shutdown)}) → queued → {r}")
         return f"state {st}, no sk_stream_wait_connect → {r}"
     if ret.value == -EPIPE and (enter.sk_err or enter.sk_shutdown & SEND_SHUTDOWN):
         why = f"sk_err {err_name(enter.sk_err)}" if enter.sk_err else "SEND_SHUTDOWN set"
-        return (
-            f"state {st} is allowed to send, but {why} → "
-            f"`if (sk->sk_err || (sk->sk_shutdown & SEND_SHUTDOWN))` → do_error → {r}"
-        )
+        return (f"state {st} is allowed to send, but {why} → "
+                f"`if (sk->sk_err || (sk->sk_shutdown & SEND_SHUTDOWN))` → do_error → {r}")
     return f"state {st}, no sk_stream_wait_connect → tcp_sendmsg_locked returned {r}"
 
 
+def _syscall_decision(ctx: _Ctx, path: list[Event], w: WriteResult) -> str:
+    """Tracepoints see the socket before and after, not the functions between:
+    say which branch the values fit, from the source, as an inference."""
+    enter = _first(path, Kind.WRITE_ENTER)
+    after = _first(path, Kind.WRITE_EXIT) or _first(path, Kind.SEND_LENGTH)
+    st = ctx.st(enter.state)
+    seen = (f"observed: state {st}, sk_err {err_name(enter.sk_err)} at write(2) entry"
+            + (f", sk_err {err_name(after.sk_err)} after" if after else "") + f", result {w.ret if w.ret >= 0 else w.errno}")
+    if w.ret >= 0 and st in SENDING_STATES and not enter.sk_err and not enter.sk_shutdown & SEND_SHUTDOWN:
+        return f"inferred: {st} is allowed to send, sk_err 0, send side open → queued ({seen})"
+    if w.errno == "EPIPE" and st not in SENDING_STATES:
+        if enter.sk_err and after and after.sk_err == 0:
+            return (f"inferred: state {st} is not ESTABLISHED/CLOSE_WAIT → sk_stream_wait_connect, whose "
+                    f"sock_error() takes sk_err={err_name(enter.sk_err)} ({seen})")
+        if not enter.sk_err:
+            return (f"inferred: state {st} with sk_err 0 → sk_stream_wait_connect: not SYN_SENT/SYN_RECV "
+                    f"→ -EPIPE ({seen})")
+    if w.errno == "EPIPE" and st in SENDING_STATES and (enter.sk_err or enter.sk_shutdown & SEND_SHUTDOWN):
+        return f"inferred: the sk_err/SEND_SHUTDOWN check in tcp_sendmsg_locked → -EPIPE ({seen})"
+    return f"not decided: the values do not single out a branch ({seen})"
+
+
 def _write_note(ctx: _Ctx, t0: int, w: WriteResult, path: list[Event]) -> WriteNote:
-    enter = _first(path, Kind.SENDMSG_ENTER)
+    enter = _first(path, Kind.SENDMSG_ENTER) or _first(path, Kind.WRITE_ENTER)
+    if enter is None:
+        steps, decision, at = [], "not observed: the kernel reported nothing for this write", None
+    elif enter.kind == Kind.SENDMSG_ENTER:
+        steps, decision, at = _function_steps(ctx, path), _function_decision(ctx, path), "tcp_sendmsg_locked entry"
+    else:
+        steps, decision, at = _syscall_steps(ctx, path), _syscall_decision(ctx, path, w), "write(2) entry"
     return WriteNote(
         index=w.index,
         t_ns=w.t_start_ns - t0,
@@ -243,17 +285,19 @@ def _write_note(ctx: _Ctx, t0: int, w: WriteResult, path: list[Event]) -> WriteN
         ret=w.ret,
         errno=w.errno,
         observed=enter is not None,
+        observed_at=at,
         state=ctx.st(enter.state) if enter else None,
         sk_err=enter.sk_err if enter else None,
         sk_shutdown=enter.sk_shutdown if enter else None,
-        path=_path_steps(ctx, path),
-        decision=_decision(ctx, path, w),
+        path=tuple(steps),
+        decision=decision,
+        inferred=decision.startswith("inferred"),
         syscall_ns=w.t_end_ns - w.t_start_ns,
     )
 
 
 def _match_paths(writes: list[WriteResult], paths: list[list[Event]]) -> dict[int, list[Event]]:
-    """Each write gets the tcp_sendmsg_locked call that started inside its syscall."""
+    """Each write gets the path that started inside its syscall."""
     out: dict[int, list[Event]] = {}
     for w in writes:
         for p in paths:
@@ -281,105 +325,93 @@ def _pair_returns(events: list[Event]) -> dict[int, Event]:
     return pairs
 
 
-def _where(w_notes: list[WriteResult], paths: dict[int, list[Event]], e: Event, t0: int) -> str:
+def _where(writes: list[WriteResult], paths: dict[int, list[Event]], e: Event) -> str:
     """Place a kernel event relative to the writes (it matters for the RST)."""
-    for w in w_notes:
+    for w in writes:
         if w.t_start_ns <= e.ts_ns <= w.t_end_ns:
             path = paths.get(w.index, [])
             ret = _first(path, Kind.SENDMSG_RETURN)
             if ret and e.ts_ns > ret.ts_ns:
-                return (
-                    f"during write {w.index}: {(e.ts_ns - ret.ts_ns) / 1000:.1f} µs after "
-                    f"tcp_sendmsg_locked returned {ret_name(ret.value)}, before write(2) returned"
-                )
+                return (f"during write {w.index}: {(e.ts_ns - ret.ts_ns) / 1000:.1f} µs after "
+                        f"tcp_sendmsg_locked returned {ret_name(ret.value)}, before write(2) returned")
             return f"during write {w.index}'s syscall"
         if e.ts_ns < w.t_start_ns:
             return ""
-        after = e.ts_ns - w.t_end_ns
-        nxt = next((x for x in w_notes if x.index == w.index + 1), None)
+        nxt = next((x for x in writes if x.index == w.index + 1), None)
         if nxt is None or e.ts_ns < nxt.t_start_ns:
-            return f"{after / 1000:.1f} µs after write {w.index} returned"
+            return f"{(e.ts_ns - w.t_end_ns) / 1000:.1f} µs after write {w.index} returned"
     return ""
+
+
+def _summary(ctx: _Ctx, e: Event, ret: Event | None) -> tuple[str, dict]:
+    vals = _sock_values(ctx, e)
+    if e.kind == Kind.SET_STATE:
+        return (f"state {ctx.st(e.old_state)} → {ctx.st(e.state)}",
+                {"old_state": ctx.st(e.old_state), "state": ctx.st(e.state)})
+    if e.kind in (Kind.TCP_FIN, Kind.TCP_DONE):
+        if ret:
+            vals.update(state_after=ctx.st(ret.state), sk_shutdown_after=ret.sk_shutdown, sk_err_after=ret.sk_err)
+            text = (f"state {ctx.st(e.state)} → {ctx.st(ret.state)}, sk_shutdown {shutdown_name(e.sk_shutdown)}"
+                    f" → {shutdown_name(ret.sk_shutdown)}, sk_err {err_name(ret.sk_err)}")
+        else:
+            text = (f"at entry: state {ctx.st(e.state)}, sk_err {err_name(e.sk_err)}, "
+                    f"sk_shutdown {shutdown_name(e.sk_shutdown)} (return not observed)")
+        return ("FIN processed: " + text if e.kind == Kind.TCP_FIN else text), vals
+    if e.kind in (Kind.TCP_RESET, Kind.RESET_TP):
+        return f"RST accepted in state {ctx.st(e.state)}, sk_err {err_name(e.sk_err)} at entry", vals
+    if e.kind == Kind.DONE_WITH_ERROR:
+        return f"err={err_name(e.value)} (sk_err {err_name(e.sk_err)} at entry), state {ctx.st(e.state)}", {**vals, "err": e.value}
+    if e.kind == Kind.ERROR_REPORT:
+        return f"sk_error_report: error {err_name(e.value)} stored in sk_err", {"error": e.value}
+    return e.kind.name, vals
 
 
 def _kernel_notes(ctx: _Ctx, rec: Recording, t0: int, paths: dict[int, list[Event]]) -> list[KernelNote]:
     events = rec.events
     pairs = _pair_returns(events)
     windows = [(e.sk, e.ts_ns, pairs[i].ts_ns) for i, e in enumerate(events) if i in pairs]
+    in_paths = {id(e) for p in paths.values() for e in p}
     notes = []
     for i, e in enumerate(events):
-        if e.kind in WRITE_PATH_KINDS or e.kind in (Kind.TCP_FIN_RETURN, Kind.TCP_DONE_RETURN):
+        if e.kind in FUNC_PATH | SYSCALL_PATH | RETURNS_SHOWN_WITH_ENTRY or id(e) in in_paths:
             continue
-        vals = _sock_values(ctx, e)
-        if e.kind == Kind.SET_STATE:
-            # Inside an observed tcp_fin/tcp_done the transition is told by that note.
-            if any(sk == e.sk and a <= e.ts_ns <= b for sk, a, b in windows):
-                continue
-            summary = f"state {ctx.st(e.old_state)} → {ctx.st(e.state)}"
-            vals = {"old_state": ctx.st(e.old_state), "state": ctx.st(e.state)}
-        elif e.kind in (Kind.TCP_FIN, Kind.TCP_DONE):
-            r = pairs.get(i)
-            if r:
-                summary = (
-                    f"state {ctx.st(e.state)} → {ctx.st(r.state)}, sk_shutdown "
-                    f"{shutdown_name(e.sk_shutdown)} → {shutdown_name(r.sk_shutdown)}, sk_err {err_name(r.sk_err)}"
-                )
-                vals.update(state_after=ctx.st(r.state), sk_shutdown_after=r.sk_shutdown, sk_err_after=r.sk_err)
-            else:
-                summary = (
-                    f"at entry: state {ctx.st(e.state)}, sk_err {err_name(e.sk_err)}, "
-                    f"sk_shutdown {shutdown_name(e.sk_shutdown)} (return not observed)"
-                )
-            if e.kind == Kind.TCP_FIN:
-                summary = "FIN processed: " + summary
-        elif e.kind == Kind.TCP_RESET:
-            summary = f"RST accepted in state {ctx.st(e.state)}, sk_err {err_name(e.sk_err)} at entry"
-        elif e.kind == Kind.DONE_WITH_ERROR:
-            summary = f"err={err_name(e.value)} (sk_err {err_name(e.sk_err)} at entry), state {ctx.st(e.state)}"
-            vals["err"] = e.value
-        else:
-            summary = e.kind.name
-        notes.append(
-            KernelNote(
-                t_ns=e.ts_ns - t0,
-                side=ctx.side(e),
-                func=e.func,
-                summary=summary,
-                where=_where(rec.writes, paths, e, t0),
-                event=e,
-                values=vals,
-            )
-        )
+        # Inside an observed tcp_fin/tcp_done the transition is told by that note.
+        if e.kind == Kind.SET_STATE and any(sk == e.sk and a <= e.ts_ns <= b for sk, a, b in windows):
+            continue
+        summary, vals = _summary(ctx, e, pairs.get(i))
+        notes.append(KernelNote(e.ts_ns - t0, ctx.side(e), e.func, summary, _where(rec.writes, paths, e), e, vals))
     return notes
 
 
 # --- findings ------------------------------------------------------------------
 
 
-def _findings(ctx: _Ctx, rec: Recording, writes: list[WriteNote], notes: list[KernelNote]) -> list[str]:
+def _findings(rec: Recording, writes: list[WriteNote], notes: list[KernelNote]) -> list[str]:
     out = []
     client = [n for n in notes if n.side == "client"]
     fin = next((n for n in client if n.func == "tcp_fin"), None) or next(
         (n for n in client if n.func == "inet_sock_set_state" and n.values.get("state") == "CLOSE_WAIT"), None
     )
-    if fin:
-        out.append(f"FIN: {fin.func} moved the client to CLOSE_WAIT at {fin.t_ns / 1e6:+.3f} ms")
-    else:
-        out.append("FIN: not observed on the client socket")
+    out.append(f"FIN: {fin.func} moved the client to CLOSE_WAIT at {fin.t_ns / 1e6:+.3f} ms" if fin
+               else "FIN: not observed on the client socket")
 
-    reset = next((n for n in client if n.func == "tcp_reset"), None)
+    reset = next((n for n in client if n.func in ("tcp_reset", "tcp_receive_reset")), None)
     if reset:
         where = f", {reset.where}" if reset.where else ""
-        out.append(f"RST: tcp_reset ran with the client in {reset.values['state']}{where}")
+        out.append(f"RST: {reset.func} ran with the client in {reset.values['state']}{where}")
         out.append(_who_set_sk_err(client, reset))
+        done = next((n for n in client if n.func == "tcp_done" and n.t_ns >= reset.t_ns), None)
+        closed = next((n for n in client if n.func == "inet_sock_set_state" and n.t_ns >= reset.t_ns
+                       and n.values.get("state") == "CLOSE"), None)
+        if done and "state_after" in done.values:
+            out.append(f"tcp_done: client {done.values['state']} → {done.values['state_after']}, "
+                       f"sk_shutdown → {shutdown_name(done.values['sk_shutdown_after'])}")
+        elif closed:
+            out.append(f"tcp_done: inferred from the client's {closed.values['old_state']} → CLOSE transition after "
+                       "the RST (tcp_done calls tcp_set_state(sk, TCP_CLOSE), net/ipv4/tcp.c v6.1); not traceable "
+                       "with this backend")
     else:
         out.append("RST: no tcp_reset was observed on the client socket")
-    done = next((n for n in client if n.func == "tcp_done"), None)
-    if done and "state_after" in done.values:
-        out.append(
-            f"tcp_done: client {done.values['state']} → {done.values['state_after']}, "
-            f"sk_shutdown → {shutdown_name(done.values['sk_shutdown_after'])}"
-        )
     for w in writes:
         res = f"{w.ret}" if w.ret >= 0 else f"-1 {w.errno}"
         out.append(f"write {w.index} = {res}: {w.decision}")
@@ -391,24 +423,26 @@ def _findings(ctx: _Ctx, rec: Recording, writes: list[WriteNote], notes: list[Ke
 def _who_set_sk_err(client: list[KernelNote], reset: KernelNote) -> str:
     """Which observed function wrote sk_err: the last one that saw it 0 before the first that saw it set."""
     after = [n for n in client if n.t_ns >= reset.t_ns and n.func != "inet_sock_set_state"]
+    report = next((n for n in after if n.func == "inet_sk_error_report"), None)
     seen_zero = None
     for n in after:
+        if n is report:
+            continue
         if n.event.sk_err == 0:
             seen_zero = n
             continue
         if seen_zero is None:
             return f"sk_err: already {err_name(n.event.sk_err)} at {n.func} entry"
         if seen_zero.func == "tcp_done_with_error":
-            return (
-                f"sk_err: 0 → {err_name(n.event.sk_err)} inside tcp_done_with_error(err="
-                f"{err_name(seen_zero.event.value)}), seen at {n.func} entry"
-            )
-        return (
-            f"sk_err: 0 at {seen_zero.func} entry → {err_name(n.event.sk_err)} at {n.func} entry: "
-            f"written by {seen_zero.func}"
-        )
-    if seen_zero and "sk_err_after" in seen_zero.values and seen_zero.values["sk_err_after"]:
+            return (f"sk_err: 0 → {err_name(n.event.sk_err)} inside tcp_done_with_error(err="
+                    f"{err_name(seen_zero.event.value)}), seen at {n.func} entry")
+        return (f"sk_err: 0 at {seen_zero.func} entry → {err_name(n.event.sk_err)} at {n.func} entry: "
+                f"written by {seen_zero.func}")
+    if seen_zero and seen_zero.values.get("sk_err_after"):
         return f"sk_err: set to {err_name(seen_zero.values['sk_err_after'])} during {seen_zero.func}"
+    if report:
+        return (f"sk_err: 0 at {reset.func}, then {err_name(report.event.value)} reported by inet_sk_error_report; "
+                "which function stored it is not visible to tracepoints (kprobe/fentry show it)")
     return "sk_err: no change was observed after the RST"
 
 
@@ -416,18 +450,17 @@ def _who_set_sk_err(client: list[KernelNote], reset: KernelNote) -> str:
 
 
 def annotate(rec: Recording) -> Timeline:
+    rec.events = sorted(rec.events, key=lambda e: e.ts_ns)
     ctx = _Ctx(rec)
-    events = sorted(rec.events, key=lambda e: e.ts_ns)
-    rec.events = events
-    starts = [e.ts_ns for e in events] + [m.t_ns for m in rec.marks] + [w.t_start_ns for w in rec.writes]
+    starts = [e.ts_ns for e in rec.events] + [m.t_ns for m in rec.marks] + [w.t_start_ns for w in rec.writes]
     t0 = min(starts) if starts else 0
 
-    by_write = _match_paths(rec.writes, _write_paths(events, rec.client_pid))
+    by_write = _match_paths(rec.writes, _write_paths(rec.events, rec.client_pid))
     writes = [_write_note(ctx, t0, w, by_write.get(w.index, [])) for w in rec.writes]
     notes = _kernel_notes(ctx, rec, t0, by_write)
     marks = [MarkNote(m.t_ns - t0, m.what) for m in rec.marks]
     items = sorted([*writes, *notes, *marks], key=lambda x: x.t_ns)
-    return Timeline(rec, t0, items, writes, _findings(ctx, rec, writes, notes))
+    return Timeline(rec, t0, items, writes, _findings(rec, writes, notes))
 
 
 def write_json(w: WriteNote) -> dict:
@@ -440,6 +473,7 @@ def write_json(w: WriteNote) -> dict:
         "ret": w.ret,
         "errno": w.errno,
         "observed": w.observed,
+        "observed_at": w.observed_at,
         "state": w.state,
         "sk_err": w.sk_err,
         "sk_err_name": err_name(w.sk_err) if w.sk_err is not None else None,
@@ -447,6 +481,7 @@ def write_json(w: WriteNote) -> dict:
         "sk_shutdown_name": shutdown_name(w.sk_shutdown) if w.sk_shutdown is not None else None,
         "path": [s.to_json() for s in w.path],
         "decision": w.decision,
+        "inferred": w.inferred,
     }
 
 
@@ -465,7 +500,3 @@ def kernel_json(n: KernelNote) -> dict:
         "pid": e.pid,
         "comm": e.comm,
     }
-
-
-def errno_of(ret: int) -> str | None:
-    return errno_name(ret) if ret < 0 else None

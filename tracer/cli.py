@@ -73,8 +73,12 @@ def _show(tl, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="NDJSON on stdout, one object per line (see README).")
 @click.option("--record", type=click.Path(dir_okay=False, writable=True),
               help="Also save the raw events to FILE, for `trace-halfclose replay FILE`.")
+@click.option("--backend", type=click.Choice(["auto", "kprobe", "fentry", "tracepoint"]), default="auto",
+              show_default=True,
+              help="How to trace. auto tries kprobe, then fentry/fexit, then stable tracepoints only "
+                   "(which cannot see inside tcp_sendmsg_locked: such facts are marked inferred).")
 @click.option("--ebpf", is_flag=True, help="Print the BPF C program and exit (as bcc tools do).")
-def run(writes, delay, gap, port, as_json, record, ebpf) -> None:
+def run(writes, delay, gap, port, as_json, record, backend, ebpf) -> None:
     """Run the reproduction and annotate each write with its kernel path.
 
     A server and a client (SIGPIPE ignored) in a private network namespace:
@@ -88,7 +92,7 @@ def run(writes, delay, gap, port, as_json, record, ebpf) -> None:
     if ebpf:
         from .events import BPF_DIR
 
-        for name in ("halfclose.h", "sock_read.h", "kprobe.bpf.c"):
+        for name in ("halfclose.h", "sock_read.h", "halfclose.bpf.c"):
             click.echo(f"/* ---- bpf/{name} ---- */\n" + (BPF_DIR / name).read_text())
         return
     from .collect import collect
@@ -96,7 +100,7 @@ def run(writes, delay, gap, port, as_json, record, ebpf) -> None:
     opts = ReproOptions(writes=writes, delay=delay, gap=gap, port=port)
     try:
         with render.status("checking the kernel") as progress:
-            rec = collect(opts, progress)
+            rec = collect(opts, backend, progress)
     except UserError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -121,6 +125,29 @@ def replay(recording, as_json) -> None:
     except (OSError, ValueError) as exc:
         _fail(UserError(f"cannot read {recording}: {exc}", "give a file written by `trace-halfclose --record`"))
     _show(annotate(rec), as_json)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per check, then a verdict line.")
+def doctor(as_json) -> None:
+    """Check what this machine can trace: root, bcc, headers, tracefs, BTF,
+    kprobes, fentry, each function and tracepoint the tool uses, and what
+    `vm` needs. Exit status 0 when the tool can run here."""
+    import json
+
+    from . import doctor as doc
+
+    items = doc.run_checks()
+    ok, summary = doc.verdict(items)
+    if as_json:
+        for c in items:
+            click.echo(json.dumps(c.to_json()))
+        click.echo(json.dumps({"type": "verdict", "ok": ok, "summary": summary}))
+    else:
+        from . import render
+
+        render.checks(items, summary, ok)
+    sys.exit(0 if ok else 1)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -1,9 +1,10 @@
-"""Collection for the reproduction: check the kernel, plan and load the
-probes, run the reproduction, and return what was seen as a Recording.
+"""Collection for the reproduction: check the kernel, choose a backend, load
+the probes, run the reproduction, and return what was seen as a Recording.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Callable
 
 from .btf import Btf, BtfError
@@ -17,66 +18,90 @@ from .kernel_support import (
     require_root,
     tracepoint_exists,
 )
-from .offsets import cflags, field_locations
-from .probe_plan import KPROBES, STATE_TRACEPOINT, Plan, kprobe_plan
+from .offsets import FD_FIELDS, SOCK_FIELDS, cflags, field_locations
+from .probe_plan import FUNCTIONS, TRACEPOINTS, KernelView, Plan, candidates
 from .recording import Recording
 from . import repro
 
-BTF_PATH = "/sys/kernel/btf/vmlinux"
+BTF_PATH = Path("/sys/kernel/btf/vmlinux")
 
 
 def load_btf() -> Btf:
     try:
-        return Btf.load(BTF_PATH)
+        return Btf.load(str(BTF_PATH))
     except BtfError as exc:
         raise UserError(f"cannot read the kernel's BTF: {exc}", "use a kernel built with CONFIG_DEBUG_INFO_BTF=y") from None
 
 
-def prepare_kprobes() -> tuple[Plan, list[str], Btf]:
+def kernel_view(tracefs: Path) -> KernelView:
+    names = {tp for tp, _ in TRACEPOINTS}
+    return KernelView(
+        kprobes=kprobes_available(tracefs),
+        btf=BTF_PATH.exists(),
+        functions=frozenset(kernel_functions(wanted={p.func for p in FUNCTIONS})),
+        tracepoints=frozenset(tp for tp in names if tracepoint_exists(tracefs, *tp.split(":"))),
+    )
+
+
+def offsets_for(plan: Plan, btf: Btf) -> list[str]:
+    fields = dict(SOCK_FIELDS)
+    if plan.backend == "tracepoint":
+        fields.update(FD_FIELDS)
+    try:
+        return cflags(field_locations(btf, fields))
+    except BtfError as exc:
+        raise UserError(f"a kernel struct field is missing from BTF: {exc}", "report this kernel version") from None
+
+
+def prepare(backend: str) -> tuple[list[Plan], list[str], Btf]:
     """Every check that can fail before bcc runs, in the order a user fixes them."""
     require_root()
     tracefs = ensure_tracefs()
-    if not kprobes_available(tracefs):
-        raise UserError(
-            f"this kernel ({os.uname().release}) has no kprobes: {tracefs}/kprobe_events is missing "
-            "(CONFIG_KPROBES or CONFIG_KPROBE_EVENTS is off)",
-            "run the reproduction in a VM with a distro kernel: `sudo trace-halfclose vm`",
-        )
     if headers_dir() is None:
         raise UserError(
             f"no kernel headers for {os.uname().release} (bcc needs /lib/modules/{os.uname().release}/build)",
-            "apt-get install linux-headers-$(uname -r)",
+            "apt-get install linux-headers-$(uname -r) (scripts/setup.sh links Debian's headers for a "
+            "kernel Debian does not package; struct layouts come from BTF)",
         )
     btf = load_btf()
-    try:
-        flags = cflags(field_locations(btf))
-    except BtfError as exc:
-        raise UserError(f"a socket field is missing from BTF: {exc}", "report this kernel version") from None
-    funcs = kernel_functions(wanted={p.func for p in KPROBES})
-    plan = kprobe_plan(funcs, tracepoint_exists(tracefs, *STATE_TRACEPOINT))
-    return plan, flags, btf
+    plans, skipped = candidates(backend, kernel_view(tracefs))
+    return plans, skipped, btf
 
 
-def new_recording(backend: str, plan: Plan, btf: Btf) -> Recording:
+def new_recording(plan: Plan, btf: Btf, notes: list[str]) -> Recording:
     names = state_names_from_btf(btf)
     return Recording(
         kernel=os.uname().release,
-        backend=backend,
+        backend=plan.backend,
+        backend_notes=notes,
         attached=plan.attached_names(),
-        missing=plan.missing_names(),
+        missing=list(plan.missing),
         state_names=names or dict(TCP_STATES_FALLBACK),
         state_names_source="BTF of the running kernel" if names else FALLBACK_SOURCE,
     )
 
 
-def collect(opts: repro.ReproOptions, progress: Callable[[str], None]) -> Recording:
-    from .probes import KprobeSession  # imports bcc: only once the checks passed
+def load_first(plans: list[Plan], btf: Btf, skipped: list[str], progress: Callable[[str], None]):
+    """Load the first plan the kernel accepts (auto: kprobe, then fentry, then tracepoints)."""
+    from .probes import BackendUnavailable, BpfSession  # imports bcc: only once the checks passed
 
-    plan, flags, btf = prepare_kprobes()
-    rec = new_recording("kprobe", plan, btf)
-    session = KprobeSession(plan, flags)
-    progress("compiling and loading the BPF programs (bcc)")
-    session.load()
+    for i, plan in enumerate(plans):
+        progress(f"compiling and loading the BPF programs ({plan.backend} backend, bcc)")
+        session = BpfSession(plan, offsets_for(plan, btf))
+        try:
+            session.load()
+            return session, plan
+        except BackendUnavailable as exc:
+            if i == len(plans) - 1:
+                raise
+            skipped.append(f"{plan.backend}: {exc.message}")
+    raise AssertionError("no plans")  # candidates() never returns an empty list
+
+
+def collect(opts: repro.ReproOptions, backend: str, progress: Callable[[str], None]) -> Recording:
+    plans, skipped, btf = prepare(backend)
+    session, plan = load_first(plans, btf, skipped, progress)
+    rec = new_recording(plan, btf, skipped)
     try:
         return repro.run(session, rec, opts, progress)
     finally:

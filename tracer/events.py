@@ -31,6 +31,11 @@ class Kind(enum.IntEnum):
     TCP_FIN = 11
     TCP_FIN_RETURN = 12
     SET_STATE = 13
+    RESET_TP = 14
+    ERROR_REPORT = 15
+    SEND_LENGTH = 16
+    WRITE_ENTER = 17
+    WRITE_EXIT = 18
 
 
 class RawEvent(ctypes.Structure):
@@ -44,6 +49,8 @@ class RawEvent(ctypes.Structure):
         ("tid", ctypes.c_uint32),
         ("sk_err", ctypes.c_int32),
         ("kind", ctypes.c_uint32),
+        ("fd", ctypes.c_int32),
+        ("cpu", ctypes.c_uint32),
         ("sport", ctypes.c_uint16),
         ("dport", ctypes.c_uint16),
         ("state", ctypes.c_uint8),
@@ -69,6 +76,11 @@ KIND_FUNC = {
     Kind.TCP_FIN: "tcp_fin",
     Kind.TCP_FIN_RETURN: "tcp_fin",
     Kind.SET_STATE: "inet_sock_set_state",
+    Kind.RESET_TP: "tcp_receive_reset",
+    Kind.ERROR_REPORT: "inet_sk_error_report",
+    Kind.SEND_LENGTH: "sock_send_length",
+    Kind.WRITE_ENTER: "sys_enter_write",
+    Kind.WRITE_EXIT: "sys_exit_write",
 }
 RETURN_KINDS = {
     Kind.SENDMSG_RETURN,
@@ -90,6 +102,8 @@ class Event:
     tid: int
     sk_err: int
     kind: Kind
+    fd: int
+    cpu: int
     sport: int
     dport: int
     state: int
@@ -115,6 +129,8 @@ class Event:
     def from_json(cls, d: dict) -> "Event":
         d = dict(d)
         d["kind"] = Kind[d["kind"]]
+        d.setdefault("fd", -1)
+        d.setdefault("cpu", 0)
         d["sk"] = int(d["sk"], 16) if isinstance(d["sk"], str) else d["sk"]
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
@@ -130,6 +146,8 @@ def decode(raw: RawEvent) -> Event:
         tid=raw.tid,
         sk_err=raw.sk_err,
         kind=Kind(raw.kind),
+        fd=raw.fd,
+        cpu=raw.cpu,
         sport=raw.sport,
         dport=raw.dport,
         state=raw.state,

@@ -20,6 +20,7 @@ def lines(tl: Timeline) -> Iterator[dict]:
         "schema": SCHEMA_VERSION,
         "kernel": rec.kernel,
         "backend": rec.backend,
+        "backend_notes": rec.backend_notes,
         "probes": rec.attached,
         "missing": rec.missing,
         "netns": rec.netns,

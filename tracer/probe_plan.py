@@ -1,69 +1,150 @@
-"""Which probes to attach on this kernel, chosen from what exists.
+"""Which backend and which probes, chosen from what this kernel offers.
 
 Like bcc's tcpdrop.py, the tool checks before it attaches and says what it
-used and what it left out. Pure: it takes the set of kernel functions.
+used and what it left out. Pure: it takes a KernelView, a plain description
+of the kernel that tests can write by hand.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import UserError
+
+BACKENDS = ("kprobe", "fentry", "tracepoint")
 
 
 @dataclass(frozen=True)
 class FuncProbe:
     func: str
-    entry: str  # program name in bpf/kprobe.bpf.c
-    ret: str | None  # return program, if any
+    entry: str  # kprobe program name in bpf/halfclose.bpf.c
+    ret: str | None  # kretprobe program, if any
     required: bool
     note: str = ""
 
 
-KPROBES = (
+FUNCTIONS = (
     FuncProbe("tcp_sendmsg_locked", "sendmsg_enter", "sendmsg_return", True),
     FuncProbe("sk_stream_wait_connect", "wait_connect_enter", "wait_connect_return", False),
     FuncProbe("sk_stream_error", "stream_error_enter", "stream_error_return", False),
     FuncProbe("tcp_reset", "reset_enter", None, True),
     FuncProbe("tcp_done_with_error", "done_with_error_enter", None, False,
-              "added in 6.10, backported to some stable kernels; older ones set sk_err in tcp_reset"),
+              "since 6.10 (in stable 6.1.103+, 6.6.44+); before, tcp_reset wrote sk_err itself"),
     FuncProbe("tcp_done", "done_enter", "done_return", True),
-    FuncProbe("tcp_fin", "fin_enter", "fin_return", False, "static; may be inlined"),
+    FuncProbe("tcp_fin", "fin_enter", "fin_return", False),
 )
-STATE_TRACEPOINT = ("sock", "inet_sock_set_state")
+STATE_TP = "sock:inet_sock_set_state"
+# The tracepoint-only backend: (tracepoint, required)
+TRACEPOINTS = (
+    (STATE_TP, True),
+    ("tcp:tcp_receive_reset", True),
+    ("syscalls:sys_enter_write", True),
+    ("syscalls:sys_exit_write", True),
+    ("sock:inet_sk_error_report", False),
+    ("sock:sock_send_length", False),  # since 6.3
+)
+# Attached only while the client writes (they slow every syscall of the machine).
+WRITE_TPS = (("syscalls:sys_enter_write", "write_enter"), ("syscalls:sys_exit_write", "write_exit"))
+
+
+@dataclass(frozen=True)
+class KernelView:
+    """What the running kernel offers, as far as choosing probes goes."""
+
+    kprobes: bool
+    btf: bool
+    functions: frozenset[str]
+    tracepoints: frozenset[str]  # "category:name"
 
 
 @dataclass(frozen=True)
 class Plan:
-    probes: tuple[FuncProbe, ...]
-    missing: tuple[FuncProbe, ...]
-    state_tracepoint: bool
+    backend: str
+    functions: tuple[FuncProbe, ...] = ()
+    tracepoints: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    def defines(self) -> list[str]:
+        """-D flags that select the backend's section of bpf/halfclose.bpf.c."""
+        flags = {"kprobe": ["-DHC_KPROBE"], "fentry": ["-DHC_FENTRY"], "tracepoint": ["-DHC_TRACEPOINTS"]}[self.backend]
+        flags += [f"-DHAVE_{p.func}" for p in self.functions]
+        flags += [f"-DHAVE_{tp.split(':')[1]}" for tp in self.tracepoints]
+        if STATE_TP in self.tracepoints:
+            flags.append("-DHC_STATE_TRACEPOINT")
+        return flags
 
     def attached_names(self) -> list[str]:
+        prefix = {"kprobe": ("kprobe", "kretprobe"), "fentry": ("fentry", "fexit")}.get(self.backend)
         names = []
-        for p in self.probes:
-            names.append(f"kprobe:{p.func}")
-            if p.ret:
-                names.append(f"kretprobe:{p.func}")
-        if self.state_tracepoint:
-            names.append("tracepoint:" + ":".join(STATE_TRACEPOINT))
-        return names
-
-    def missing_names(self) -> list[str]:
-        out = [p.func for p in self.missing]
-        if not self.state_tracepoint:
-            out.append(":".join(STATE_TRACEPOINT))
-        return out
+        for p in self.functions:
+            names.append(f"{prefix[0]}:{p.func}")
+            if p.ret or (self.backend == "fentry" and p.func in FENTRY_RETURNS):
+                names.append(f"{prefix[1]}:{p.func}")
+        return names + [f"tracepoint:{tp}" for tp in self.tracepoints]
 
 
-def kprobe_plan(functions: set[str], has_state_tracepoint: bool) -> Plan:
-    present = tuple(p for p in KPROBES if p.func in functions)
-    missing = tuple(p for p in KPROBES if p.func not in functions)
-    required = [p.func for p in missing if p.required]
+# fexit programs of bpf/halfclose.bpf.c's fentry section
+FENTRY_RETURNS = {"tcp_sendmsg_locked", "sk_stream_wait_connect", "sk_stream_error", "tcp_done", "tcp_fin"}
+
+
+def _function_plan(backend: str, view: KernelView) -> Plan:
+    present = tuple(p for p in FUNCTIONS if p.func in view.functions)
+    missing = tuple(p.func for p in FUNCTIONS if p.func not in view.functions)
+    required = [p.func for p in FUNCTIONS if p.required and p.func not in view.functions]
     if required:
         raise UserError(
-            f"kernel function(s) {', '.join(required)} not found in /proc/kallsyms: "
-            "this kernel cannot be traced with kprobes",
-            "check the kernel version (tcp_sendmsg_locked exists since 4.18), or run on another "
-            "kernel with `trace-halfclose vm --kernel PATH`",
+            f"kernel function(s) {', '.join(required)} not found in /proc/kallsyms, so the {backend} "
+            "backend cannot trace this kernel",
+            "use --backend tracepoint, or another kernel with `trace-halfclose vm --kernel PATH`",
         )
-    return Plan(present, missing, has_state_tracepoint)
+    tps = (STATE_TP,) if STATE_TP in view.tracepoints else ()
+    notes = tuple(f"{p.func}: {p.note}" for p in FUNCTIONS if p.func in missing and p.note)
+    return Plan(backend, present, tps, missing + (() if tps else (STATE_TP,)), notes)
+
+
+def _tracepoint_plan(view: KernelView) -> Plan:
+    required = [tp for tp, req in TRACEPOINTS if req and tp not in view.tracepoints]
+    if required:
+        raise UserError(
+            f"tracepoint(s) {', '.join(required)} not found: the tracepoint backend cannot trace this kernel",
+            "mount tracefs (mount -t tracefs nodev /sys/kernel/tracing) or use a kernel with them (4.16+)",
+        )
+    used = tuple(tp for tp, _ in TRACEPOINTS if tp in view.tracepoints)
+    missing = tuple(tp for tp, _ in TRACEPOINTS if tp not in view.tracepoints)
+    return Plan("tracepoint", (), used, missing)
+
+
+def plan_for(backend: str, view: KernelView) -> Plan:
+    """The plan for one backend, or a UserError saying why it cannot run here."""
+    if backend == "kprobe":
+        if not view.kprobes:
+            raise UserError(
+                "this kernel has no kprobes (kprobe_events is missing: CONFIG_KPROBES or CONFIG_KPROBE_EVENTS is off)",
+                "use --backend auto (falls back to fentry, then tracepoints), or run it in a VM with a distro "
+                "kernel: `sudo trace-halfclose vm`",
+            )
+        return _function_plan("kprobe", view)
+    if backend == "fentry":
+        if not view.btf:
+            raise UserError("fentry/fexit needs the kernel's BTF (/sys/kernel/btf/vmlinux)",
+                            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y, or --backend kprobe/tracepoint")
+        return _function_plan("fentry", view)
+    if backend == "tracepoint":
+        return _tracepoint_plan(view)
+    raise UserError(f"unknown backend {backend!r}", f"choose one of auto, {', '.join(BACKENDS)}")
+
+
+def candidates(requested: str, view: KernelView) -> tuple[list[Plan], list[str]]:
+    """Plans to try in order, and why each skipped backend was skipped."""
+    names = BACKENDS if requested == "auto" else (requested,)
+    plans, skipped = [], []
+    for name in names:
+        try:
+            plans.append(plan_for(name, view))
+        except UserError as exc:
+            if requested != "auto":
+                raise
+            skipped.append(f"{name}: {exc.message}")
+    if not plans:
+        raise UserError("no backend can trace this kernel: " + "; ".join(skipped), "run `trace-halfclose doctor`")
+    return plans, skipped

@@ -1,4 +1,4 @@
-"""Collection: load bpf/ with bcc, attach the planned probes, stream events.
+"""Collection: load bpf/halfclose.bpf.c with bcc, attach the planned probes, stream events.
 
 The only module that imports bcc. Everything it hands on is an Event.
 """
@@ -12,12 +12,18 @@ import tempfile
 
 from .errors import UserError
 from .events import BPF_DIR, Event, RawEvent, decode
-from .probe_plan import Plan
+from .probe_plan import WRITE_TPS, Plan
+
+SOURCE = BPF_DIR / "halfclose.bpf.c"
+
+
+class BackendUnavailable(UserError):
+    """The kernel refused this backend's programs (fentry on some kernels): try the next one."""
 
 
 def import_bcc():
     try:
-        import bcc  # noqa: F401  (Debian's python3-bpfcc, never the PyPI "bcc")
+        import bcc  # Debian's python3-bpfcc, never the PyPI "bcc"
     except ImportError:
         raise UserError(
             "bcc's Python module is not importable by " + sys.executable,
@@ -29,7 +35,7 @@ def import_bcc():
 
 @contextlib.contextmanager
 def _stderr_to(box: list[str]):
-    """bcc's compiler writes to fd 2: keep it, to show only when loading fails."""
+    """bcc's compiler and verifier write to fd 2: keep it, to show only when loading fails."""
     saved = os.dup(2)
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
@@ -42,51 +48,75 @@ def _stderr_to(box: list[str]):
             box.append(tmp.read().decode(errors="replace"))
 
 
-class KprobeSession:
-    """One loaded BPF object: its probes are detached by close()."""
+def compile_flags(plan: Plan, offsets: list[str]) -> list[str]:
+    return [f"-I{BPF_DIR}", *offsets, *plan.defines()]
 
-    source = BPF_DIR / "kprobe.bpf.c"
 
-    def __init__(self, plan: Plan, cflags: list[str]):
+class BpfSession:
+    """One loaded BPF object; close() detaches everything it attached."""
+
+    def __init__(self, plan: Plan, offsets: list[str]):
         self.plan = plan
-        self.cflags = cflags
+        self.cflags = compile_flags(plan, offsets)
         self.bpf = None
         self._pending: list[Event] = []
+        self._write_tps_on = False
 
     def load(self) -> None:
         bcc = import_bcc()
-        cflags = [f"-I{BPF_DIR}", *self.cflags] + (["-DHC_STATE_TRACEPOINT"] if self.plan.state_tracepoint else [])
         stderr: list[str] = []
         try:
             with _stderr_to(stderr):
-                self.bpf = bcc.BPF(src_file=str(self.source).encode(), cflags=cflags)
-        except Exception as exc:  # bcc raises plain Exception on compile errors
-            detail = " | ".join("".join(stderr).strip().splitlines()[-3:])
-            raise UserError(
-                f"bcc could not compile {self.source.name}: {exc}; {detail}",
-                "install kernel headers for this kernel (linux-headers-$(uname -r)); "
-                "`trace-halfclose doctor` checks them",
-            ) from None
+                # fentry programs and TRACEPOINT_PROBEs are attached by bcc here, at load.
+                self.bpf = bcc.BPF(src_file=str(SOURCE).encode(), cflags=self.cflags)
+        except Exception as exc:  # bcc raises plain Exception
+            detail = " | ".join(line for line in "".join(stderr).strip().splitlines()[-3:] if line)
+            msg = f"{exc}; {detail}" if detail else str(exc)
+            if "compile" in str(exc):
+                raise UserError(
+                    f"bcc could not compile {SOURCE.name}: {msg}",
+                    "install kernel headers for this kernel (linux-headers-$(uname -r)); "
+                    "`trace-halfclose doctor` checks them",
+                ) from None
+            if self.plan.backend == "fentry":  # e.g. EPERM where trampolines are not allowed
+                raise BackendUnavailable(f"the kernel refused the fentry/fexit programs: {msg}") from None
+            raise UserError(f"the kernel refused the BPF programs: {msg}", "run `trace-halfclose doctor`") from None
         try:
-            for p in self.plan.probes:
-                self.bpf.attach_kprobe(event=p.func.encode(), fn_name=p.entry.encode())
-                if p.ret:
-                    self.bpf.attach_kretprobe(event=p.func.encode(), fn_name=p.ret.encode())
+            if self.plan.backend == "kprobe":
+                for p in self.plan.functions:
+                    self.bpf.attach_kprobe(event=p.func.encode(), fn_name=p.entry.encode())
+                    if p.ret:
+                        self.bpf.attach_kretprobe(event=p.func.encode(), fn_name=p.ret.encode())
         except Exception as exc:
             self.close()
-            raise UserError(
-                f"attaching kprobes failed: {exc}",
-                "this kernel may lack CONFIG_KPROBES; try `trace-halfclose vm`",
-            ) from None
-        # TRACEPOINT_PROBE programs are attached by bcc at load, when the tracepoint exists.
+            raise BackendUnavailable(f"attaching kprobes failed: {exc}") from None
         self.bpf["events"].open_ring_buffer(self._on_event)
 
-    def _on_event(self, _ctx, data, size) -> None:
-        raw = ctypes.cast(data, ctypes.POINTER(RawEvent)).contents
-        self._pending.append(decode(raw))
+    def _on_event(self, _ctx, data, _size) -> None:
+        self._pending.append(decode(ctypes.cast(data, ctypes.POINTER(RawEvent)).contents))
+
+    def _set(self, table: str, value: int) -> None:
+        self.bpf[table][ctypes.c_int(0)] = ctypes.c_uint32(value)
 
     def trace_netns(self, inum: int) -> None:
-        self.bpf["target_netns"][ctypes.c_int(0)] = ctypes.c_uint32(inum)
+        self._set("target_netns", inum)
+
+    def trace_client(self, pid: int, server_port: int) -> None:
+        self._set("target_pid", pid)
+        self._set("target_port", server_port)
+
+    def begin_writes(self) -> None:
+        """The write(2) tracepoints, only while the client writes (tracepoint backend)."""
+        if self.plan.backend == "tracepoint" and not self._write_tps_on:
+            for tp, fn in WRITE_TPS:
+                self.bpf.attach_tracepoint(tp=tp.encode(), fn_name=fn.encode())
+            self._write_tps_on = True
+
+    def end_writes(self) -> None:
+        if self._write_tps_on:
+            for tp, _ in WRITE_TPS:
+                self.bpf.detach_tracepoint(tp=tp.encode())
+            self._write_tps_on = False
 
     def poll(self, timeout_ms: int = 0) -> list[Event]:
         self.bpf.ring_buffer_poll(timeout_ms)
@@ -98,8 +128,6 @@ class KprobeSession:
 
     def close(self) -> None:
         if self.bpf is not None:
+            self.end_writes()
             self.bpf.cleanup()
             self.bpf = None
-
-    def ebpf_source(self) -> str:
-        return self.source.read_text()

@@ -40,6 +40,7 @@ class UserMark:
 class Recording:
     kernel: str = ""
     backend: str = ""
+    backend_notes: list[str] = field(default_factory=list)  # why other backends were not used
     attached: list[str] = field(default_factory=list)  # e.g. "kprobe:tcp_reset"
     missing: list[str] = field(default_factory=list)  # functions/tracepoints not on this kernel
     state_names: dict[int, str] = field(default_factory=dict)

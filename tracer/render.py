@@ -62,13 +62,14 @@ def _write(console: Console, w: WriteNote) -> None:
     console.print(f"[cyan]{_ms(w.t_ns)}[/]  [bold]write {w.index}[/] ({w.size} bytes) → {result}")
     if w.observed:
         console.print(
-            f"{'':14}at tcp_sendmsg_locked entry: state [bold]{w.state}[/], "
+            f"{'':14}at {w.observed_at}: state [bold]{w.state}[/], "
             f"sk_err {err_name(w.sk_err)}, sk_shutdown {shutdown_name(w.sk_shutdown)}"
         )
     for s in w.path:
         ret = f" → {s.to_json()['ret_name']}" if s.ret is not None else ""
         console.print(f"{'':14}  {s.func}{ret}  [dim]{escape(s.detail)}[/]")
-    console.print(f"{'':14}[yellow]decided:[/] {escape(w.decision)}")
+    label = "[yellow]decided[/] [italic](inferred)[/]" if w.inferred else "[yellow]decided:[/]"
+    console.print(f"{'':14}{label} {escape(w.decision.removeprefix('inferred: '))}")
 
 
 def _kernel(console: Console, n: KernelNote) -> None:
@@ -83,6 +84,8 @@ def timeline(tl: Timeline, console: Console | None = None) -> None:
     console = console or Console(highlight=False)
     rec = tl.recording
     console.print(f"[bold]trace-halfclose[/] on Linux {rec.kernel}, backend {rec.backend}")
+    for why in rec.backend_notes:
+        console.print(f"not used: {why}", style="dim")
     console.print(f"probes: {', '.join(rec.attached)}", style="dim")
     if rec.missing:
         console.print(f"not on this kernel: {', '.join(rec.missing)}", style="dim")
@@ -104,6 +107,19 @@ def timeline(tl: Timeline, console: Console | None = None) -> None:
     for f in tl.findings:
         table.add_row("•", escape(f))
     console.print(table)
+
+
+def checks(items, summary: str, ok: bool, console: Console | None = None) -> None:
+    """The doctor's table: one row per check, with the remedy where it failed."""
+    console = console or out_console()
+    table = Table(show_header=True, header_style="bold", box=None, padding=(0, 1))
+    for col in ("", "check", "detail", "remedy"):
+        table.add_column(col)
+    for c in items:
+        mark = "[green]OK[/]" if c.ok else ("[red]NO[/]" if c.required else "[yellow]--[/]")
+        table.add_row(mark, escape(c.name), escape(c.detail), "" if c.ok else escape(c.remedy))
+    console.print(table)
+    console.print(f"[bold {'green' if ok else 'red'}]{escape(summary)}[/]")
 
 
 def out_console() -> Console:

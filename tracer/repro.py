@@ -25,6 +25,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 class EventSource(Protocol):
     def trace_netns(self, inum: int) -> None: ...
+    def trace_client(self, pid: int, server_port: int) -> None: ...
+    def begin_writes(self) -> None: ...
+    def end_writes(self) -> None: ...
     def poll(self, timeout_ms: int = 0) -> list[Event]: ...
     def lost(self) -> int: ...
 
@@ -104,6 +107,7 @@ def run(
         ready = child.expect("ready")
         source.trace_netns(ready["netns"])
         rec.netns, rec.client_pid, rec.server_port = ready["netns"], ready["pid"], ready["server_port"]
+        source.trace_client(rec.client_pid, rec.server_port)
 
         child.send("connect")
         conn = child.expect("connected")
@@ -127,6 +131,7 @@ def run(
             rec.events += source.poll(50)
 
         _collect_for(source, rec, opts.delay)
+        source.begin_writes()
         for i in range(1, opts.writes + 1):
             progress(f"write {i}")
             child.send(f"write {i}")
@@ -135,6 +140,7 @@ def run(
                 WriteResult(w["index"], w["size"], w["ret"], w["errno"], w["t_start_ns"], w["t_end_ns"])
             )
             _collect_for(source, rec, opts.gap)
+        source.end_writes()
     finally:
         child.close()
     _collect_for(source, rec, 0.05)

@@ -1,0 +1,126 @@
+"""`trace-halfclose doctor`: what this machine can trace, each check with its remedy.
+
+Checks are plain data (Check), so the CLI renders them as a table or JSON.
+The fentry check loads a one-line fentry program, because only the kernel
+can say whether it accepts one (the 6.18 microVMs refuse with EPERM).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .kernel_support import find_tracefs, headers_dir, kernel_functions, kprobes_available, tracepoint_exists
+from .probe_plan import FUNCTIONS, TRACEPOINTS
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    remedy: str = ""
+    required: bool = True  # False: the tool works without it, with less detail
+
+    def to_json(self) -> dict:
+        return {"type": "check", **asdict(self)}
+
+
+def _bcc() -> tuple[bool, str]:
+    try:
+        import bcc  # noqa: F401
+
+        return True, f"bcc {getattr(bcc, '__version__', '?')} from {Path(bcc.__file__).parent}"
+    except ImportError as exc:
+        return False, str(exc)
+
+
+FENTRY_PROBE = "KFUNC_PROBE(tcp_done, void *sk) { return 0; }"
+
+
+def _fentry_trial() -> tuple[bool, str]:
+    """Load and attach a minimal fentry program on tcp_done."""
+    from .probes import _stderr_to, import_bcc
+
+    bcc = import_bcc()
+    box: list[str] = []
+    try:
+        with _stderr_to(box):
+            b = bcc.BPF(text=FENTRY_PROBE)
+        b.cleanup()
+        return True, "a test fentry program on tcp_done loaded and attached"
+    except Exception as exc:
+        last = [line for line in "".join(box).splitlines() if line.strip()][-1:]
+        return False, f"refused: {exc}" + (f" ({last[0]})" if last else "")
+
+
+def run_checks(boot: Path = Path("/boot")) -> list[Check]:
+    from . import vm
+
+    checks: list[Check] = []
+    root = os.geteuid() == 0
+    checks.append(Check("root", root, "running as root" if root else f"uid {os.geteuid()}",
+                        "run with sudo"))
+    bcc_ok, bcc_detail = _bcc()
+    checks.append(Check("bcc", bcc_ok, bcc_detail,
+                        "apt-get install bpfcc-tools python3-bpfcc; venv with --system-site-packages"))
+    hdr = headers_dir()
+    checks.append(Check("kernel headers", hdr is not None, str(hdr) if hdr else f"none for {os.uname().release}",
+                        "apt-get install linux-headers-$(uname -r) (scripts/setup.sh links Debian's for other kernels)"))
+    tracefs = find_tracefs()
+    checks.append(Check("tracefs", tracefs is not None, str(tracefs) if tracefs else "not mounted",
+                        "mount -t tracefs nodev /sys/kernel/tracing (the tool does it as root)"))
+    btf = Path("/sys/kernel/btf/vmlinux")
+    checks.append(Check("BTF", btf.exists(), str(btf) if btf.exists() else "missing",
+                        "a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
+    kp = bool(tracefs) and kprobes_available(tracefs)
+    checks.append(Check("kprobes", kp, "kprobe_events present" if kp else "no kprobe_events (CONFIG_KPROBES off?)",
+                        "trace-halfclose vm boots a distro kernel that has them", required=False))
+    if root and bcc_ok and btf.exists():
+        ok, detail = _fentry_trial()
+    else:
+        ok, detail = False, "not tried (needs root, bcc and BTF)"
+    checks.append(Check("fentry/fexit", ok, detail, "kprobe or tracepoint backends work without it", required=False))
+
+    try:
+        funcs = kernel_functions(wanted={p.func for p in FUNCTIONS})
+    except OSError:
+        funcs = set()
+    for p in FUNCTIONS:
+        checks.append(Check(f"function {p.func}", p.func in funcs,
+                            "in /proc/kallsyms" if p.func in funcs else (p.note or "not in /proc/kallsyms"),
+                            "" if not p.required else "another kernel (trace-halfclose vm --kernel)",
+                            required=False))
+    for tp, required in TRACEPOINTS:
+        have = bool(tracefs) and tracepoint_exists(tracefs, *tp.split(":"))
+        checks.append(Check(f"tracepoint {tp}", have, "present" if have else "missing",
+                            "a newer kernel" if required else "", required=False))
+
+    vng_ok, vng_detail = True, ""
+    try:
+        vng_detail = vm.find_vng()
+    except Exception as exc:  # UserError with the remedy in it
+        vng_ok, vng_detail = False, str(exc)
+    checks.append(Check("virtme-ng + qemu (for vm)", vng_ok, vng_detail, "scripts/setup.sh --vm", required=False))
+    kernels = [k for k in vm.find_kernels(boot) if (Path("/lib/modules") / str(vm.release_of(k)) / "build").exists()]
+    checks.append(Check("bootable kernel with headers (for vm)", bool(kernels),
+                        ", ".join(k.name for k in kernels) or f"none under {boot}",
+                        "apt-get install linux-image-amd64 linux-headers-amd64", required=False))
+    kvm_on, why = vm.use_kvm(None)
+    checks.append(Check("vm acceleration", kvm_on, why, "", required=False))
+    return checks
+
+
+def verdict(checks: list[Check]) -> tuple[bool, str]:
+    """Can the tool run here, and with which backend would auto start?"""
+    by = {c.name: c for c in checks}
+    basics = all(c.ok for c in checks if c.required)
+    if not basics:
+        missing = ", ".join(c.name for c in checks if c.required and not c.ok)
+        return False, f"trace-halfclose cannot run here: {missing} missing; `trace-halfclose vm` may still work"
+    if by["kprobes"].ok:
+        return True, "auto backend: kprobe (full detail)"
+    if by["fentry/fexit"].ok:
+        return True, "auto backend: fentry (full detail)"
+    return True, ("auto backend: tracepoint (writes, FIN, RST and sk_err observed; the branch inside "
+                  "tcp_sendmsg_locked is inferred). For kprobes: trace-halfclose vm")
