@@ -236,6 +236,10 @@ def _function_decision(ctx: _Ctx, path: list[Event]) -> str:
         return f"{head} returned {ret_name(wc_out.value)} → tcp_sendmsg_locked returned {r}"
     if wc_in:
         return f"state {st} → sk_stream_wait_connect (return not observed) → tcp_sendmsg_locked returned {r}"
+    if st not in SENDING_STATES and "sk_stream_wait_connect" in ctx.rec.missing:
+        # The source sends such a write through sk_stream_wait_connect, which was not traceable here.
+        return (f"not observed: in state {st} tcp_sendmsg_locked calls sk_stream_wait_connect, which could "
+                f"not be traced on this kernel → tcp_sendmsg_locked returned {r}")
     if ret.value >= 0:
         if st in SENDING_STATES and enter.sk_err == 0 and not enter.sk_shutdown & SEND_SHUTDOWN:
             return (f"{st} is allowed to send, sk_err 0, send side open "

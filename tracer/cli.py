@@ -113,7 +113,7 @@ def run(writes, delay, gap, port, as_json, record, backend, ebpf) -> None:
 
 
 @main.command()
-@click.argument("recording", type=click.Path(exists=True, dir_okay=False))
+@click.argument("recording", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="NDJSON on stdout.")
 def replay(recording, as_json) -> None:
     """Annotate a recording saved with --record (no root, no BPF needed)."""
@@ -180,8 +180,8 @@ def vm(kernel, kvm, cpus, memory, args) -> None:
         vmmod.find_vng()
     except UserError as exc:
         _fail(exc)
-    inner = list(args)
-    spec = vmmod.VmSpec(chosen, use, cpus, memory, vmmod.record_dirs(inner))
+    inner, shared = vmmod.absolute_records(list(args))
+    spec = vmmod.VmSpec(chosen, use, cpus, memory, shared)
     render.note(f"trace-halfclose vm: booting {chosen} ({why}); inside: trace-halfclose {' '.join(inner)}")
     spinner = render.Spinner(f"booting {chosen.name}, then bcc compiles inside the guest")
     try:

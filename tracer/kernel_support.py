@@ -13,7 +13,7 @@ from .errors import UserError
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 # A kallsyms text symbol may carry a compiler suffix (tcp_fin.isra.0): that
 # clone may take other arguments than the source says, so it is not used.
-_CLONE = re.compile(r"\.(isra|constprop|part|cold|llvm)\.")
+_CLONE = re.compile(r"\.(isra|constprop|part|cold|llvm)(\.|$)")
 
 
 def find_tracefs(candidates=TRACEFS_CANDIDATES) -> Path | None:

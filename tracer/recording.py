@@ -71,19 +71,27 @@ class Recording:
             out.write(json.dumps({"record": "event", **e.to_json()}) + "\n")
 
     @classmethod
-    def load_lines(cls, lines: Iterable[str]) -> "Recording":
-        rec = cls()
+    def load_lines(cls, lines: Iterable[str | bytes]) -> "Recording":
+        rec, seen_meta = cls(), False
         for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
             try:
+                if isinstance(line, bytes):
+                    line = line.decode("utf-8")
+                if not line.strip():
+                    continue
                 d = json.loads(line)
+                if not isinstance(d, dict):
+                    raise ValueError("not a JSON object")
                 kind = d.pop("record")
                 if kind == "meta":
-                    d["state_names"] = {int(k): v for k, v in d.get("state_names", {}).items()}
+                    names = d.get("state_names", {})
+                    if not isinstance(names, dict):
+                        raise ValueError("state_names is not an object")
+                    d["state_names"] = {int(k): str(v) for k, v in names.items()}
                     for k, v in d.items():
                         if hasattr(rec, k):
                             setattr(rec, k, v)
+                    seen_meta = True
                 elif kind == "mark":
                     rec.marks.append(UserMark(**d))
                 elif kind == "write":
@@ -92,11 +100,13 @@ class Recording:
                     rec.events.append(Event.from_json(d))
                 else:
                     raise ValueError(f"unknown record type {kind!r}")
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
                 raise ValueError(f"line {n}: not a trace-halfclose recording line ({exc})") from None
+        if not seen_meta:
+            raise ValueError("no meta line: not a recording written by `trace-halfclose --record`")
         return rec
 
     @classmethod
     def load(cls, path: Path) -> "Recording":
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             return cls.load_lines(f)

@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _version_key(path: Path) -> list:
-    """Sort vmlinuz-6.12.57+deb12-amd64 after vmlinuz-6.1.0-56-amd64."""
+    """Sort vmlinuz-6.12.57+deb12-amd64 after vmlinuz-6.1.0-56-amd64; numbers
+    before words at each position, so any two names compare."""
     rel = path.name.removeprefix("vmlinuz-")
-    return [int(x) if x.isdigit() else x for x in re.split(r"[.+-]", rel)]
+    return [(0, int(x), "") if x.isdigit() else (1, 0, x) for x in re.split(r"[.+-]", rel)]
 
 
 def release_of(kernel: Path) -> str | None:
@@ -59,14 +60,16 @@ def pick_kernel(kernel: str | None, boot: Path = Path("/boot"), modules: Path = 
                 f"no bootable kernel under {boot} besides the running one",
                 "apt-get install linux-image-amd64 linux-headers-amd64 (scripts/setup.sh does it)",
             )
-    chosen = candidates[0]
-    rel = release_of(chosen)
-    if rel and not (modules / rel / "build").exists():
-        raise UserError(
-            f"no headers for {rel}: bcc inside the guest needs {modules / rel / 'build'}",
-            f"apt-get install linux-headers-{rel}",
-        )
-    return chosen
+    # bcc inside the guest needs the kernel's headers: take the newest that has them.
+    for k in candidates:
+        rel = release_of(k)
+        if not rel or (modules / rel / "build").exists():
+            return k
+    rel = release_of(candidates[0])
+    raise UserError(
+        f"no headers for {rel}: bcc inside the guest needs {modules / rel / 'build'}",
+        f"apt-get install linux-headers-{rel}",
+    )
 
 
 def find_vng() -> str:
@@ -120,14 +123,19 @@ def inner_command(args: list[str]) -> str:
     return f"cd {shlex.quote(str(ROOT))} && exec {shlex.quote(sys.executable)} -m tracer " + shlex.join(args)
 
 
-def record_dirs(args: list[str]) -> tuple[Path, ...]:
-    """The guest sees the filesystem read-only: a --record FILE needs its directory shared writable."""
-    out = []
-    for i, a in enumerate(args):
-        path = args[i + 1] if a == "--record" and i + 1 < len(args) else a.removeprefix("--record=") if a.startswith("--record=") else None
-        if path:
-            out.append(Path(path).resolve().parent)
-    return tuple(out)
+def absolute_records(args: list[str]) -> tuple[list[str], tuple[Path, ...]]:
+    """The guest runs in the checkout and sees the filesystem read-only: a
+    --record FILE becomes an absolute path, and its directory is shared writable."""
+    out, dirs = list(args), []
+    for i, a in enumerate(out):
+        if a == "--record" and i + 1 < len(out):
+            out[i + 1] = str(Path(out[i + 1]).resolve())
+            dirs.append(Path(out[i + 1]).parent)
+        elif a.startswith("--record="):
+            path = Path(a.removeprefix("--record=")).resolve()
+            out[i] = f"--record={path}"
+            dirs.append(path.parent)
+    return out, tuple(dirs)
 
 
 def env_for_vng(vng: str) -> dict:

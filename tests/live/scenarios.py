@@ -1,4 +1,4 @@
-"""The kprobe scenarios every VM boot runs (tests/live/guest_runner.py), by name.
+"""The scenarios every VM boot runs (tests/live/guest_runner.py), by name.
 
 Paths under {out} are inside the directory shared writable with the guest.
 """
@@ -8,6 +8,10 @@ SCENARIOS = {
     "writes3_json": {"args": ["--writes", "3", "--json", "--record", "{out}/writes3.rec.jsonl"]},
     # What a person sees by default.
     "default_human": {"args": []},
+    # The same reproduction through the other backends, to compare what each sees.
+    "fentry_json": {"args": ["--backend", "fentry", "--writes", "3", "--json"]},
+    "tracepoint_json": {"args": ["--backend", "tracepoint", "--writes", "3", "--json"]},
+    "doctor_json": {"args": ["doctor", "--json"]},
     # Ctrl-C while attached: probes and the reproduction's process must go away.
     "sigint": {"sigint": ["--delay", "30"]},
 }

@@ -274,8 +274,8 @@ def test_derived_no_tcp_reset_says_so(rec):
 
 
 def _article_write2(rec):
-    """DERIVED stream for the article's claimed path: write 2 starts in CLOSE_WAIT with
-    sk_err = EPIPE (the RST was processed, but the state were still CLOSE_WAIT), so
+    """DERIVED stream for the path the article claims: write 2 starts in CLOSE_WAIT with
+    sk_err = EPIPE (the RST set sk_err but the state is still CLOSE_WAIT), so
     tcp_sendmsg_locked skips sk_stream_wait_connect and fails at
     `if (sk->sk_err || (sk->sk_shutdown & SEND_SHUTDOWN)) goto do_error;` (net/ipv4/tcp.c),
     whose error path calls sk_stream_error(sk, flags, -EPIPE) (sock_error takes sk_err)."""
@@ -322,13 +322,6 @@ def test_derived_send_shutdown_in_close_wait_names_send_shutdown(rec):
     assert "SEND_SHUTDOWN set" in d and "do_error" in d
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with the optional sk_stream_wait_connect probe absent, a write in state CLOSE is "
-    "described as 'state CLOSE is allowed to send, but sk_err EPIPE → ... do_error': tcp_sendmsg_locked "
-    "cannot reach that check in CLOSE (it calls sk_stream_wait_connect first); the annotator fills in a "
-    "branch it did not observe instead of saying 'not observed'",
-)
 def test_derived_missing_wait_connect_probe_does_not_claim_the_sk_err_check(rec):
     # DERIVED stream: the recording as if sk_stream_wait_connect had not been attachable
     # (probe_plan marks it optional). Kernel fact (net/ipv4/tcp.c tcp_sendmsg_locked, v6.1/v6.12):

@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from tracer import events
-from tracer.events import HEADER, Event, Kind, RawEvent, decode_bytes
+from tracer.events import HEADER, Event, Kind, RawEvent, decode, decode_bytes
 
 # C type -> (size in bytes, signed). Linux uapi: include/uapi/asm-generic/int-ll64.h.
 C_TYPES = {
@@ -114,8 +114,11 @@ def test_rawevent_offsets_and_size_match_c_layout(c_fields):
     for name, off in offsets.items():
         assert getattr(RawEvent, name).offset == off, name
     assert ctypes.sizeof(RawEvent) == size
-    # The header promises 64 bytes and no hidden padding.
-    assert ctypes.sizeof(RawEvent) == 64
+    # The header states its size ("no hidden padding (64 bytes)"): the C layout and
+    # the mirror must both have exactly that size, with no padding anywhere.
+    stated = int(re.search(r"\((\d+) bytes\)", HEADER.read_text()).group(1))
+    assert size == stated == ctypes.sizeof(RawEvent)
+    assert size == sum(C_TYPES[t][0] * (n or 1) for t, _, n in c_fields)  # no padding
 
 
 def test_kind_matches_enum_hc_kind(header_text):
@@ -131,36 +134,36 @@ def test_kind_function_and_entry_return_match_header_comments(header_text):
     for kind in Kind:
         text = comments["HC_" + kind.name]
         assert events.KIND_FUNC[kind] in text, (kind, text)
-        if kind == Kind.SET_STATE:
-            assert not Event_of(kind).is_return
-            continue
         # "tcp_sendmsg_locked entry; value = size" -> "entry"
-        word = re.search(re.escape(events.KIND_FUNC[kind]) + r"\s+(\w+)", text).group(1)
-        assert word in ("entry", "return"), text
-        assert Event_of(kind).is_return == (word == "return"), kind
+        m = re.search(re.escape(events.KIND_FUNC[kind]) + r"\s+(entry|return)\b", text)
+        # kprobe kinds say "<func> entry" / "<func> return"; tracepoint kinds are never returns.
+        assert Event_of(kind).is_return == bool(m and m.group(1) == "return"), kind
 
 
 def Event_of(kind: Kind, **kw) -> Event:
-    base = dict(ts_ns=1, sk=0xFFFF888000000000, value=0, pid=1, tid=1, sk_err=0, kind=kind,
-                sport=1, dport=2, state=1, old_state=0, sk_shutdown=0, comm="x")
-    base.update(kw)
-    return Event(**base)
+    """An Event made the way the tool makes them: decoded from a RawEvent."""
+    raw = RawEvent()
+    raw.kind = kind
+    raw.comm = b"x"
+    for k, v in kw.items():
+        setattr(raw, k, v.encode() if k == "comm" else v)
+    return decode(raw)
 
 
 def _pack(c_fields, values: dict) -> bytes:
     """Pack a struct hc_event with `struct`, from the parsed header (independent of RawEvent)."""
     fmt = "<" + "".join(f"{n}s" if n else STRUCT_CODE[t] for t, _, n in c_fields)
-    return struct.pack(fmt, *(values[name] for _, name, _ in c_fields))
+    return struct.pack(fmt, *(values.get(name, 0) for _, name, _ in c_fields))
 
 
 def test_decode_bytes_of_a_packed_struct(c_fields):
     values = dict(
         ts_ns=32236888064, sk=0xFF1190DD44138900, value=-32, pid=246, tid=247, sk_err=-5,
         kind=Kind.WAIT_CONNECT_RETURN.value, sport=45878, dport=9999, state=7, old_state=8,
-        sk_shutdown=3, pad=0, comm=b"python3",
+        sk_shutdown=3, comm=b"python3",
     )
     buf = _pack(c_fields, values)
-    assert len(buf) == 64
+    assert len(buf) == ctypes.sizeof(RawEvent)
     ev = decode_bytes(buf)
     assert ev.kind is Kind.WAIT_CONNECT_RETURN
     assert ev.comm == "python3"
@@ -174,18 +177,19 @@ def test_decode_bytes_full_width_comm_and_extremes(c_fields):
     # comm is TASK_COMM_LEN (16) with no NUL when the name is 16 chars; u64 max; s64 min.
     values = dict(ts_ns=2**64 - 1, sk=2**64 - 1, value=-(2**63), pid=2**32 - 1, tid=0, sk_err=-(2**31),
                   kind=Kind.SET_STATE.value, sport=65535, dport=0, state=255, old_state=255,
-                  sk_shutdown=255, pad=0, comm=b"ksoftirqd/123456")
+                  sk_shutdown=255, comm=b"ksoftirqd/123456")
     ev = decode_bytes(_pack(c_fields, values))
     assert ev.comm == "ksoftirqd/123456"
     assert (ev.ts_ns, ev.sk, ev.value, ev.pid, ev.sk_err) == (2**64 - 1, 2**64 - 1, -(2**63), 2**32 - 1, -(2**31))
 
 
 def test_rawevent_bytes_round_trip():
-    raw = RawEvent(ts_ns=5, sk=0xFF11, value=6, pid=10, tid=11, sk_err=32, kind=Kind.SENDMSG_ENTER,
-                   sport=1, dport=2, state=8, old_state=0, sk_shutdown=1, comm=b"a.out")
+    vals = dict(ts_ns=5, sk=0xFF11, value=6, pid=10, tid=11, sk_err=32, sport=1, dport=2, state=8,
+                old_state=0, sk_shutdown=1)
+    raw = RawEvent(kind=Kind.SENDMSG_ENTER, comm=b"a.out", **vals)
     ev = decode_bytes(bytes(raw))
-    assert ev == Event_of(Kind.SENDMSG_ENTER, ts_ns=5, sk=0xFF11, value=6, pid=10, tid=11, sk_err=32,
-                          sport=1, dport=2, state=8, old_state=0, sk_shutdown=1, comm="a.out")
+    assert ev.kind is Kind.SENDMSG_ENTER and ev.comm == "a.out"
+    assert {k: getattr(ev, k) for k in vals} == vals
 
 
 def test_event_json_round_trip(rec):

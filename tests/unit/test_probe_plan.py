@@ -1,0 +1,200 @@
+"""Which backend and probes are used on a kernel, from what it offers (a KernelView).
+
+Kernel facts used (Linux source):
+- tcp_sendmsg_locked (net/ipv4/tcp.c, since 4.18), tcp_reset (net/ipv4/tcp_input.c) and
+  tcp_done (net/ipv4/tcp.c) exist on every kernel the tool supports;
+- tcp_done_with_error (net/ipv4/tcp_input.c) exists only from 6.11 and in stable
+  backports (6.1.103+, 6.6.44+); older kernels set sk_err inside tcp_reset;
+- tcp_fin can be inlined by GCC into its callers in tcp_input.c.
+"""
+import re
+from pathlib import Path
+
+import pytest
+
+from tracer.errors import UserError
+from tracer.events import KIND_FUNC, RETURN_KINDS
+from tracer.probe_plan import FUNCTIONS, STATE_TP, TRACEPOINTS, KernelView, candidates, plan_for
+
+BPF_SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "halfclose.bpf.c"
+ALL = frozenset(p.func for p in FUNCTIONS)
+ALL_TPS = frozenset(tp for tp, _ in TRACEPOINTS)
+REQUIRED = {"tcp_sendmsg_locked", "tcp_reset", "tcp_done"}  # see the module docstring
+
+
+def view(functions=ALL, tracepoints=ALL_TPS, kprobes=True, btf=True) -> KernelView:
+    return KernelView(kprobes=kprobes, btf=btf, functions=frozenset(functions), tracepoints=frozenset(tracepoints))
+
+
+def section(backend_macro: str) -> str:
+    """The part of bpf/halfclose.bpf.c compiled for one backend (#if defined(HC_X) ... #endif /* HC_X */)."""
+    text = BPF_SOURCE.read_text()
+    m = re.search(r"#if defined\(%s\)(.*?)#endif /\* %s \*/" % (backend_macro, backend_macro), text, re.S)
+    assert m, backend_macro
+    return m.group(1)
+
+
+# --- kprobe backend --------------------------------------------------------------
+
+
+def test_all_functions_present_attaches_everything_and_misses_nothing():
+    plan = plan_for("kprobe", view())
+    assert plan.backend == "kprobe"
+    assert plan.missing == ()
+    names = plan.attached_names()
+    for f in ALL:
+        assert f"kprobe:{f}" in names
+    assert f"tracepoint:{STATE_TP}" in names
+
+
+def test_full_kprobe_plan_matches_what_the_6_1_run_attached(rec):
+    # Debian 6.1.0-56 (6.1.192) has every function, tcp_done_with_error included (6.1.103 backport).
+    assert rec.backend == "kprobe" and rec.missing == []
+    assert sorted(plan_for("kprobe", view()).attached_names()) == sorted(rec.attached)
+
+
+@pytest.mark.parametrize("backend", ["kprobe", "fentry"])
+@pytest.mark.parametrize("gone", [{"tcp_sendmsg_locked"}, {"tcp_reset"}, {"tcp_done"}, {"tcp_reset", "tcp_done"}])
+def test_missing_required_function_is_a_user_error_naming_it(backend, gone):
+    with pytest.raises(UserError) as ei:
+        plan_for(backend, view(functions=ALL - gone))
+    msg = ei.value.message
+    named = set(re.findall(r"\b(?:tcp|sk)_\w+", msg.split(" not found")[0]))
+    assert named == gone  # exactly the missing required ones
+    assert ei.value.remedy
+
+
+def test_no_functions_at_all_names_every_required_one():
+    with pytest.raises(UserError) as ei:
+        plan_for("kprobe", view(functions=()))
+    for f in REQUIRED:
+        assert f in ei.value.message
+
+
+def test_kernel_without_tcp_done_with_error_is_traced_without_it():
+    plan = plan_for("kprobe", view(functions=ALL - {"tcp_done_with_error"}))
+    assert "tcp_done_with_error" in plan.missing
+    assert not [n for n in plan.attached_names() if n.endswith(":tcp_done_with_error")]
+    assert "kprobe:tcp_reset" in plan.attached_names()  # where sk_err is set on those kernels
+    assert "-DHAVE_tcp_done_with_error" not in plan.defines()
+
+
+def test_inlined_tcp_fin_is_left_out_not_fatal():
+    plan = plan_for("kprobe", view(functions=ALL - {"tcp_fin"}))
+    assert "tcp_fin" in plan.missing
+    assert "kprobe:tcp_fin" not in plan.attached_names()
+    assert "kretprobe:tcp_fin" not in plan.attached_names()
+
+
+def test_missing_state_tracepoint_is_listed_as_missing():
+    plan = plan_for("kprobe", view(tracepoints=ALL_TPS - {STATE_TP}))
+    assert STATE_TP in plan.missing
+    assert not [n for n in plan.attached_names() if n.startswith("tracepoint:")]
+
+
+def test_kretprobes_for_every_function_whose_return_is_an_event():
+    """The annotation needs return values (tcp_sendmsg_locked's ret, sk_stream_wait_connect's
+    ret, sk_err after tcp_done...): each kind that is a return needs a kretprobe."""
+    names = plan_for("kprobe", view()).attached_names()
+    ret_funcs = {KIND_FUNC[k] for k in RETURN_KINDS}
+    assert ret_funcs
+    for f in ret_funcs:
+        assert f"kretprobe:{f}" in names, f
+    for n in names:
+        if n.startswith("kretprobe:"):
+            assert n.split(":", 1)[1] in ret_funcs, f"{n} attached but no return event is defined"
+
+
+def test_no_kprobes_points_to_the_vm_command():
+    with pytest.raises(UserError) as ei:
+        plan_for("kprobe", view(kprobes=False))
+    assert "no kprobes" in ei.value.message
+    assert "trace-halfclose vm" in ei.value.remedy
+
+
+def test_every_kprobe_program_exists_in_the_bpf_source():
+    """attach_kprobe(fn_name=...) fails at run time if the program is not defined for HC_KPROBE."""
+    defined = set(re.findall(r"^int\s+(\w+)\s*\(\s*struct\s+pt_regs\s*\*", section("HC_KPROBE"), re.M))
+    for p in FUNCTIONS:
+        assert p.entry in defined, p.entry
+        if p.ret:
+            assert p.ret in defined, p.ret
+
+
+# --- fentry backend --------------------------------------------------------------
+
+
+def test_fentry_needs_btf():
+    with pytest.raises(UserError) as ei:
+        plan_for("fentry", view(btf=False))
+    assert "BTF" in ei.value.message
+
+
+def test_fentry_fexit_names_match_the_bpf_source():
+    src = section("HC_FENTRY")
+    kfunc = set(re.findall(r"^KFUNC_PROBE\((\w+)", src, re.M))
+    kret = set(re.findall(r"^KRETFUNC_PROBE\((\w+)", src, re.M))
+    names = plan_for("fentry", view()).attached_names()
+    assert {n.split(":", 1)[1] for n in names if n.startswith("fentry:")} == kfunc
+    assert {n.split(":", 1)[1] for n in names if n.startswith("fexit:")} == kret
+
+
+def test_fentry_optional_functions_are_compiled_only_when_present():
+    # The optional fentry programs sit under #ifdef HAVE_<func>: a missing function must
+    # not get its -DHAVE_ flag (bcc would fail to attach to a function that is not there).
+    src = section("HC_FENTRY")
+    guarded = set(re.findall(r"#ifdef HAVE_(\w+)", src))
+    assert guarded
+    for f in guarded:
+        plan = plan_for("fentry", view(functions=ALL - {f}))
+        assert f"-DHAVE_{f}" not in plan.defines()
+        assert f in plan.missing
+    assert {f"-DHAVE_{f}" for f in guarded} <= set(plan_for("fentry", view()).defines())
+
+
+# --- tracepoint backend and auto ---------------------------------------------------
+
+
+def test_tracepoint_backend_names_missing_required_tracepoints():
+    required = {tp for tp, req in TRACEPOINTS if req}
+    gone = sorted(required)[0]
+    with pytest.raises(UserError) as ei:
+        plan_for("tracepoint", view(tracepoints=ALL_TPS - {gone}))
+    assert gone in ei.value.message
+
+
+def test_tracepoint_backend_lists_optional_ones_as_missing():
+    optional = {tp for tp, req in TRACEPOINTS if not req}
+    plan = plan_for("tracepoint", view(tracepoints=ALL_TPS - optional))
+    assert set(plan.missing) == optional
+    assert not plan.functions
+
+
+def test_auto_tries_kprobe_then_fentry_then_tracepoints():
+    plans, skipped = candidates("auto", view())
+    assert [p.backend for p in plans] == ["kprobe", "fentry", "tracepoint"]
+    assert skipped == []
+
+
+def test_auto_without_kprobes_says_why_kprobe_was_skipped():
+    plans, skipped = candidates("auto", view(kprobes=False))
+    assert [p.backend for p in plans] == ["fentry", "tracepoint"]
+    assert len(skipped) == 1 and skipped[0].startswith("kprobe:") and "no kprobes" in skipped[0]
+
+
+def test_explicit_backend_does_not_fall_back():
+    with pytest.raises(UserError, match="no kprobes"):
+        candidates("kprobe", view(kprobes=False))
+
+
+def test_auto_with_nothing_usable_is_a_user_error():
+    with pytest.raises(UserError) as ei:
+        candidates("auto", view(functions=(), tracepoints=(), kprobes=False, btf=False))
+    assert "no backend" in ei.value.message
+    for backend in ("kprobe", "fentry", "tracepoint"):
+        assert f"{backend}:" in ei.value.message
+
+
+def test_unknown_backend():
+    with pytest.raises(UserError):
+        plan_for("uprobe", view())

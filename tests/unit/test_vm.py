@@ -1,0 +1,233 @@
+"""The pure parts of `trace-halfclose vm`: which kernel to boot, KVM or not,
+the vng command line, writable dirs for --record, and the guest command."""
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from tracer import vm
+from tracer.errors import UserError
+
+DEB_6_1 = "6.1.0-56-amd64"  # Debian 12 (bookworm) kernel ABI, 6.1.192
+DEB_6_12 = "6.12.57+deb12-amd64"  # bookworm-backports 6.12
+
+
+def boot_with(tmp_path, *releases, extra=()):
+    boot = tmp_path / "boot"
+    boot.mkdir(parents=True)
+    for rel in releases:
+        (boot / f"vmlinuz-{rel}").write_bytes(b"")
+    for name in extra:
+        (boot / name).write_bytes(b"")
+    return boot
+
+
+def modules_with(tmp_path, *releases):
+    mods = tmp_path / "lib/modules"
+    mods.mkdir(parents=True)
+    for rel in releases:
+        (mods / rel / "build").mkdir(parents=True)
+    return mods
+
+
+# --- find_kernels --------------------------------------------------------------
+
+
+def test_find_kernels_newest_first(tmp_path):
+    boot = boot_with(tmp_path, DEB_6_1, DEB_6_12, "6.1.0-9-amd64",
+                     extra=("config-6.1.0-56-amd64", "initrd.img-6.1.0-56-amd64", "System.map-6.1.0-56-amd64"))
+    names = [p.name for p in vm.find_kernels(boot, running="6.18.44-fc-v769")]
+    # 6.12 > 6.1, and ABI 56 > ABI 9 (numerically, not as text)
+    assert names == [f"vmlinuz-{DEB_6_12}", f"vmlinuz-{DEB_6_1}", "vmlinuz-6.1.0-9-amd64"]
+
+
+def test_find_kernels_excludes_the_running_release(tmp_path):
+    boot = boot_with(tmp_path, DEB_6_1, DEB_6_12)
+    assert [p.name for p in vm.find_kernels(boot, running=DEB_6_12)] == [f"vmlinuz-{DEB_6_1}"]
+    assert vm.find_kernels(boot_with(tmp_path / "b", DEB_6_1), running=DEB_6_1) == []
+
+
+def test_find_kernels_ignores_directories(tmp_path):
+    boot = boot_with(tmp_path, DEB_6_1)
+    (boot / "vmlinuz-not-a-file").mkdir()
+    assert [p.name for p in vm.find_kernels(boot, running="x")] == [f"vmlinuz-{DEB_6_1}"]
+
+
+def test_find_kernels_never_crashes_on_mixed_release_names(tmp_path):
+    boot = boot_with(tmp_path, "6.8.0-45-generic", "6.8.0-rc4+")
+    found = vm.find_kernels(boot, running="x")
+    assert {p.name for p in found} == {"vmlinuz-6.8.0-45-generic", "vmlinuz-6.8.0-rc4+"}
+
+
+# --- pick_kernel ---------------------------------------------------------------
+
+
+def test_pick_kernel_newest_with_headers(tmp_path, monkeypatch):
+    boot = boot_with(tmp_path, DEB_6_1, DEB_6_12)
+    mods = modules_with(tmp_path, DEB_6_1, DEB_6_12)
+    assert vm.pick_kernel(None, boot=boot, modules=mods) == boot / f"vmlinuz-{DEB_6_12}"
+
+
+def test_pick_kernel_refuses_a_kernel_without_headers(tmp_path):
+    boot = boot_with(tmp_path, DEB_6_12)
+    mods = modules_with(tmp_path)  # no /lib/modules/<rel>/build: bcc in the guest cannot compile
+    with pytest.raises(UserError) as ei:
+        vm.pick_kernel(None, boot=boot, modules=mods)
+    assert DEB_6_12 in ei.value.message
+    assert f"linux-headers-{DEB_6_12}" in ei.value.remedy
+
+
+def test_pick_kernel_explicit_image_without_headers(tmp_path):
+    boot = boot_with(tmp_path, DEB_6_1)
+    with pytest.raises(UserError) as ei:
+        vm.pick_kernel(str(boot / f"vmlinuz-{DEB_6_1}"), boot=boot, modules=modules_with(tmp_path))
+    assert f"linux-headers-{DEB_6_1}" in ei.value.remedy
+
+
+def test_pick_kernel_explicit_image_with_headers(tmp_path):
+    boot = boot_with(tmp_path, DEB_6_1, DEB_6_12)
+    mods = modules_with(tmp_path, DEB_6_1)
+    # --kernel wins over "newest"
+    assert vm.pick_kernel(str(boot / f"vmlinuz-{DEB_6_1}"), boot=boot, modules=mods) == boot / f"vmlinuz-{DEB_6_1}"
+
+
+def test_pick_kernel_no_kernels(tmp_path):
+    with pytest.raises(UserError) as ei:
+        vm.pick_kernel(None, boot=boot_with(tmp_path), modules=modules_with(tmp_path))
+    assert "linux-image" in ei.value.remedy
+
+
+def test_pick_kernel_missing_path(tmp_path):
+    with pytest.raises(UserError) as ei:
+        vm.pick_kernel(str(tmp_path / "nope"), boot=tmp_path, modules=tmp_path)
+    assert "not found" in ei.value.message
+
+
+def test_pick_kernel_build_tree(tmp_path):
+    tree = tmp_path / "linux"
+    tree.mkdir()
+    with pytest.raises(UserError) as ei:
+        vm.pick_kernel(str(tree), boot=tmp_path, modules=tmp_path)
+    assert "bzImage" in ei.value.message
+    (tree / "arch/x86/boot").mkdir(parents=True)
+    (tree / "arch/x86/boot/bzImage").write_bytes(b"")
+    assert vm.pick_kernel(str(tree), boot=tmp_path, modules=tmp_path) == tree
+
+
+# --- use_kvm -------------------------------------------------------------------
+
+CPUINFO_HOST = "processor\t: 0\nflags\t\t: fpu vme de pse tsc msr pae mce cx8 vmx lahf_lm\n\n"
+CPUINFO_GUEST = "processor\t: 0\nflags\t\t: fpu vme de pse tsc msr pae hypervisor lahf_lm\n\n"
+
+
+@pytest.fixture
+def dev_kvm(tmp_path):
+    p = tmp_path / "kvm"
+    p.write_bytes(b"")
+    return p
+
+
+def _cpuinfo(tmp_path, text):
+    p = tmp_path / "cpuinfo"
+    p.write_text(text)
+    return p
+
+
+def test_use_kvm_on_bare_metal(tmp_path, dev_kvm):
+    use, why = vm.use_kvm(None, cpuinfo=_cpuinfo(tmp_path, CPUINFO_HOST), kvm=dev_kvm)
+    assert use is True and why
+
+
+def test_use_kvm_not_in_a_guest(tmp_path, dev_kvm):
+    # The CPUID "hypervisor" bit shows up as a cpuinfo flag inside a VM.
+    use, why = vm.use_kvm(None, cpuinfo=_cpuinfo(tmp_path, CPUINFO_GUEST), kvm=dev_kvm)
+    assert use is False
+    assert "--kvm" in why  # tells how to force it
+
+
+def test_use_kvm_without_dev_kvm(tmp_path):
+    use, why = vm.use_kvm(None, cpuinfo=_cpuinfo(tmp_path, CPUINFO_HOST), kvm=tmp_path / "no-kvm")
+    assert use is False and "/dev/kvm" in why
+
+
+def test_use_kvm_forced_either_way(tmp_path, dev_kvm):
+    assert vm.use_kvm(True, cpuinfo=_cpuinfo(tmp_path, CPUINFO_GUEST), kvm=dev_kvm)[0] is True
+    assert vm.use_kvm(False, cpuinfo=_cpuinfo(tmp_path, CPUINFO_HOST), kvm=dev_kvm)[0] is False
+
+
+def test_use_kvm_unreadable_cpuinfo_is_not_a_guest(tmp_path, dev_kvm):
+    assert vm.use_kvm(None, cpuinfo=tmp_path / "missing", kvm=dev_kvm)[0] is True
+
+
+# --- vng_command ----------------------------------------------------------------
+
+
+def test_vng_command_disables_kvm_only_without_kvm(tmp_path):
+    k = tmp_path / f"vmlinuz-{DEB_6_1}"
+    with_kvm = vm.vng_command("vng", vm.VmSpec(k, True), "true")
+    without = vm.vng_command("vng", vm.VmSpec(k, False), "true")
+    assert "--disable-kvm" not in with_kvm
+    assert "--disable-kvm" in without
+
+
+def test_vng_command_shape(tmp_path):
+    k = tmp_path / f"vmlinuz-{DEB_6_1}"
+    spec = vm.VmSpec(k, True, cpus=4, memory="3G", rwdirs=(tmp_path / "a", tmp_path / "b"))
+    cmd = vm.vng_command("/venv/bin/vng", spec, "echo hi")
+    assert cmd[0] == "/venv/bin/vng"
+    assert cmd[cmd.index("--run") + 1] == str(k)
+    assert cmd[cmd.index("--cpus") + 1] == "4"
+    assert cmd[cmd.index("--memory") + 1] == "3G"
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--rwdir"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert cmd[-2:] == ["--exec", "echo hi"]  # the guest command is one argument
+
+
+# --- absolute_records -------------------------------------------------------------
+
+
+def test_record_separate_argument_becomes_absolute_and_shared(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args, dirs = vm.absolute_records(["--writes", "3", "--record", "x/y.jsonl"])
+    assert args == ["--writes", "3", "--record", str(tmp_path / "x/y.jsonl")]
+    assert dirs == (tmp_path / "x",)
+
+
+def test_record_equals_form(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args, dirs = vm.absolute_records(["--record=x/y.jsonl", "--json"])
+    assert args == [f"--record={tmp_path / 'x/y.jsonl'}", "--json"]
+    assert dirs == (tmp_path / "x",)
+
+
+def test_record_absolute_and_bare_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert vm.absolute_records(["--record", "/srv/out/r.jsonl"])[1] == (Path("/srv/out"),)
+    assert vm.absolute_records(["--record", "r.jsonl"]) == (["--record", str(tmp_path / "r.jsonl")], (tmp_path,))
+
+
+def test_record_none(tmp_path):
+    assert vm.absolute_records(["--writes", "3", "--json"]) == (["--writes", "3", "--json"], ())
+    assert vm.absolute_records(["--record"]) == (["--record"], ())  # no value: click will complain inside
+    assert vm.absolute_records([]) == ([], ())
+
+
+# --- inner_command --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["--writes", "3", "--json"],
+    ["--record", "my dir/it's.jsonl"],
+    ["--record", "x; rm -rf /", "$(reboot)", "`id`", "a\"b"],
+])
+def test_inner_command_quotes_args(args):
+    cmd = vm.inner_command(args)
+    tokens = shlex.split(cmd)
+    assert tokens[:3] == ["cd", str(vm.ROOT), "&&"]
+    assert tokens[3:7] == ["exec", sys.executable, "-m", "tracer"]
+    assert tokens[7:] == args  # each argument arrives intact, nothing is interpreted by the shell
+
+
+def test_inner_command_runs_this_checkout():
+    assert (vm.ROOT / "tracer" / "__main__.py").exists()
