@@ -74,10 +74,89 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 	 * arguments, not from the socket. */
 	e.old_state = args->oldstate;
 	e.state = args->newstate;
+	/* The record's ports: moving to CLOSE unhashes the socket and zeroes its
+	 * local port (inet_put_port) before the tracepoint fires. */
+	e.sport = args->sport;
+	e.dport = args->dport;
 	hc_submit(&e);
 	return 0;
 }
 #endif
+
+#ifdef HC_PACKETS
+/* Every TCP segment sent in the traced namespace, as the article's tcpdump
+ * saw them; loopback delivers each one it sends. */
+TRACEPOINT_PROBE(net, net_dev_start_xmit)
+{
+	int zero = 0;
+	u32 *want = target_netns.lookup(&zero);
+	struct hc_event e = {};
+
+	if (!want || !*want || hc_skb_netns(args->skbaddr) != *want)
+		return 0;
+	hc_fill(&e, HC_PACKET, 0);
+	if (!hc_read_tcp(&e, args->skbaddr))
+		return 0;
+	hc_submit(&e);
+	return 0;
+}
+#endif
+
+#ifdef HC_SIGNALS
+/* Signals generated for the client (SIGPIPE from sk_stream_error's send_sig). */
+TRACEPOINT_PROBE(signal, signal_generate)
+{
+	int zero = 0;
+	u32 *pid = target_pid.lookup(&zero);
+	struct hc_event e = {};
+
+	if (!pid || !*pid || args->pid != *pid)
+		return 0;
+	hc_fill(&e, HC_SIGNAL, 0);
+	e.value = args->sig;
+	e.fd = args->result;
+	hc_submit(&e);
+	return 0;
+}
+#endif
+
+/* An RST answering a segment: sk is the socket it was sent for -- a full
+ * socket, a timewait socket (only its sock_common part is valid), or none. */
+static __always_inline int hc_send_reset(const void *sk, const void *skb, int state_known, u8 tp_state)
+{
+	int zero = 0;
+	u32 *want = target_netns.lookup(&zero);
+	struct hc_event e = {};
+	u16 port;
+
+	if (!want || !*want)
+		return 0;
+	if ((sk ? hc_sk_netns(sk) : (skb ? hc_skb_netns(skb) : 0)) != *want)
+		return 0;
+	/* No segment to answer: the socket resets its own connection
+	 * (tcp_send_active_reset fires tcp:tcp_send_reset with skb NULL, 6.1+). */
+	hc_fill(&e, sk && !skb ? HC_ACTIVE_RESET : HC_SEND_RESET, 0);
+	e.sk = (u64)sk;
+	e.state = 0xff;
+	if (sk) {
+		bpf_probe_read_kernel(&e.state, 1, (const char *)sk + OFF_SKC_STATE);
+		if (e.state == 6 /* TCP_TIME_WAIT */)
+			bpf_probe_read_kernel(&e.old_state, 1, (const char *)sk + OFF_TW_SUBSTATE);
+	} else if (state_known) {
+		e.state = tp_state;
+	}
+	/* The answered segment's ports, turned to the sender's view. */
+	if (skb && hc_read_tcp(&e, skb)) {
+		port = e.sport;
+		e.sport = e.dport;
+		e.dport = port;
+	}
+	e.seq = e.ack_seq = 0;
+	e.tcp_flags = 0;
+	e.value = 0;
+	hc_submit(&e);
+	return 0;
+}
 
 #if defined(HC_KPROBE)
 /* ---- kprobes ------------------------------------------------------------
@@ -193,6 +272,28 @@ int fin_return(struct pt_regs *ctx)
 {
 	return hc_return(HC_TCP_FIN, HC_TCP_FIN_RETURN, 0);
 }
+/* void tcp_v4_send_reset(const struct sock *sk, struct sk_buff *skb[, reason]); likewise v6 */
+int send_reset_enter(struct pt_regs *ctx)
+{
+	return hc_send_reset((void *)PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), 0, 0);
+}
+
+/* void tcp_send_active_reset(struct sock *sk, gfp_t priority[, reason]) */
+int active_reset_enter(struct pt_regs *ctx)
+{
+	return hc_enter(HC_ACTIVE_RESET, (void *)PT_REGS_PARM1(ctx), 0, 0);
+}
+
+/* int tcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, ...) */
+int recvmsg_enter(struct pt_regs *ctx)
+{
+	return hc_enter(HC_RECVMSG_ENTER, (void *)PT_REGS_PARM1(ctx), (s64)PT_REGS_PARM3(ctx), 1);
+}
+
+int recvmsg_return(struct pt_regs *ctx)
+{
+	return hc_return(HC_RECVMSG_ENTER, HC_RECVMSG_RETURN, (s64)(int)PT_REGS_RC(ctx));
+}
 #endif /* HC_KPROBE */
 
 #if defined(HC_FENTRY)
@@ -273,6 +374,39 @@ KRETFUNC_PROBE(tcp_fin, void *sk)
 	return hc_fentry(HC_TCP_FIN_RETURN, sk, 0);
 }
 #endif
+#ifdef HAVE_tcp_v4_send_reset
+KFUNC_PROBE(tcp_v4_send_reset, void *sk, void *skb)
+{
+	return hc_send_reset(sk, skb, 0, 0);
+}
+#endif
+
+#ifdef HAVE_tcp_v6_send_reset
+KFUNC_PROBE(tcp_v6_send_reset, void *sk, void *skb)
+{
+	return hc_send_reset(sk, skb, 0, 0);
+}
+#endif
+
+#ifdef HAVE_tcp_send_active_reset
+KFUNC_PROBE(tcp_send_active_reset, void *sk)
+{
+	return hc_fentry(HC_ACTIVE_RESET, sk, 0);
+}
+#endif
+
+#ifdef HAVE_tcp_recvmsg
+/* int tcp_recvmsg(sk, msg, len, flags, addr_len): five arguments since 5.19 */
+KFUNC_PROBE(tcp_recvmsg, void *sk, void *msg, size_t len)
+{
+	return hc_fentry(HC_RECVMSG_ENTER, sk, (s64)len);
+}
+
+KRETFUNC_PROBE(tcp_recvmsg, void *sk, void *msg, size_t len, int flags, int *addr_len, int ret)
+{
+	return hc_fentry(HC_RECVMSG_RETURN, sk, ret);
+}
+#endif
 #endif /* HC_FENTRY */
 
 #if defined(HC_TRACEPOINTS)
@@ -305,6 +439,25 @@ TRACEPOINT_PROBE(sock, inet_sk_error_report)
 	return 0;
 }
 
+#ifdef HAVE_tcp_send_reset
+/* tcp:tcp_send_reset -- 6.1: only for full sockets (tcp_send_active_reset);
+ * 6.10+: also in tcp_v4/v6_send_reset, with the timewait socket or none. The
+ * record's layout changed (6.10 added `enum sk_rst_reason reason`, which bcc
+ * cannot declare), so only the prefix both share is declared here
+ * (include/trace/events/tcp.h, v6.1 and v6.12), and user space attaches it. */
+struct tcp_send_reset_args {
+	u64 common;
+	const void *skbaddr;
+	const void *skaddr;
+	int state;
+};
+
+int send_reset_tp(struct tcp_send_reset_args *args)
+{
+	return hc_send_reset(args->skaddr, args->skbaddr, 1, (u8)args->state);
+}
+#endif
+
 #ifdef HAVE_sock_send_length
 /* sock_sendmsg()'s return (net/socket.c, 6.3+): the result inside the kernel. */
 TRACEPOINT_PROBE(sock, sock_send_length)
@@ -334,7 +487,7 @@ struct sys_exit_write_args {
 	u32 pad;
 	s64 ret;
 };
-BPF_HASH(write_fd, u32, s32, 1024); /* tid -> fd of the write in progress */
+BPF_HASH(io_fd, u32, s32, 1024); /* tid -> fd of the read or write in progress */
 
 static __always_inline int hc_is_client(void)
 {
@@ -388,28 +541,50 @@ static __always_inline int hc_write_event(u32 kind, s32 fd, s64 value)
 	return 0;
 }
 
-int write_enter(struct sys_enter_write_args *args)
+static __always_inline int hc_io_enter(u32 kind, struct sys_enter_write_args *args)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	s32 fd = (s32)args->fd;
 
 	if (!hc_is_client())
 		return 0;
-	write_fd.update(&tid, &fd);
-	return hc_write_event(HC_WRITE_ENTER, fd, (s64)args->count);
+	io_fd.update(&tid, &fd);
+	return hc_write_event(kind, fd, (s64)args->count);
 }
 
-int write_exit(struct sys_exit_write_args *args)
+static __always_inline int hc_io_exit(u32 kind, struct sys_exit_write_args *args)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	s32 *fd;
 
 	if (!hc_is_client())
 		return 0;
-	fd = write_fd.lookup(&tid);
+	fd = io_fd.lookup(&tid);
 	if (!fd)
 		return 0;
-	write_fd.delete(&tid);
-	return hc_write_event(HC_WRITE_EXIT, *fd, args->ret);
+	io_fd.delete(&tid);
+	return hc_write_event(kind, *fd, args->ret);
+}
+
+int write_enter(struct sys_enter_write_args *args)
+{
+	return hc_io_enter(HC_WRITE_ENTER, args);
+}
+
+int write_exit(struct sys_exit_write_args *args)
+{
+	return hc_io_exit(HC_WRITE_EXIT, args);
+}
+
+/* sys_enter_read/sendto and sys_exit_read/sendto start with the same fields
+ * (fd, buffer, length; ret) as the write ones. */
+int read_enter(struct sys_enter_write_args *args)
+{
+	return hc_io_enter(HC_READ_ENTER, args);
+}
+
+int read_exit(struct sys_exit_write_args *args)
+{
+	return hc_io_exit(HC_READ_EXIT, args);
 }
 #endif /* HC_TRACEPOINTS */

@@ -2,7 +2,7 @@
  * mirrored once in tracer/events.py (ctypes). tests/unit/test_events.py
  * parses this file and fails if the mirror drifts.
  *
- * Widest fields first, so the struct has no hidden padding (72 bytes).
+ * Widest fields first, so the struct has no hidden padding (80 bytes).
  */
 #ifndef HALFCLOSE_H
 #define HALFCLOSE_H
@@ -26,6 +26,17 @@ enum hc_kind {
 	HC_SEND_LENGTH = 16,         /* sock:sock_send_length (6.3+): sock_sendmsg returned value */
 	HC_WRITE_ENTER = 17,         /* syscalls:sys_enter_write; fd, value = count, socket fields via the fd */
 	HC_WRITE_EXIT = 18,          /* syscalls:sys_exit_write; fd, value = ret, socket fields via the fd */
+	/* 20..29: packets, the RST's sender, reads, signals. SEND_RESET: state is
+	 * the sender socket's (0xff: no socket), old_state a timewait socket's
+	 * substate, ports the sender's (from the segment it answers). */
+	HC_PACKET = 20,              /* net:net_dev_start_xmit; TCP header in sport..tcp_flags, value = payload bytes */
+	HC_SEND_RESET = 21,          /* tcp_v4/v6_send_reset or tcp:tcp_send_reset: RST for a segment; sk 0 = no socket */
+	HC_ACTIVE_RESET = 22,        /* tcp_send_active_reset: a full socket resets its connection */
+	HC_RECVMSG_ENTER = 23,       /* tcp_recvmsg entry; value = len */
+	HC_RECVMSG_RETURN = 24,      /* tcp_recvmsg return; value = ret */
+	HC_SIGNAL = 25,              /* signal:signal_generate for the client; value = signal, fd = result */
+	HC_READ_ENTER = 26,          /* syscalls:sys_enter_read; fd, socket fields via the fd */
+	HC_READ_EXIT = 27,           /* syscalls:sys_exit_read; fd, value = ret */
 };
 
 
@@ -39,12 +50,14 @@ struct hc_event {
 	__u32 kind;         /* enum hc_kind */
 	__s32 fd;           /* WRITE_*: the file descriptor; -1 otherwise */
 	__u32 cpu;
+	__u32 seq;          /* PACKET: TCP sequence number */
+	__u32 ack_seq;      /* PACKET: TCP acknowledgment number */
 	__u16 sport;        /* local port, host order */
 	__u16 dport;        /* remote port, host order */
 	__u8 state;         /* sk->sk_state when the event fired (SET_STATE: the new state) */
 	__u8 old_state;     /* SET_STATE only */
 	__u8 sk_shutdown;   /* sk->sk_shutdown: RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2 */
-	__u8 pad;
+	__u8 tcp_flags;     /* PACKET: FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 */
 	char comm[16];
 };
 

@@ -30,6 +30,62 @@ static __always_inline u32 hc_sk_netns(const void *sk)
 	return inum;
 }
 
+/* The network namespace a packet travels in: skb->dev->nd_net. */
+static __always_inline u32 hc_skb_netns(const void *skb)
+{
+	const char *dev = 0, *net = 0;
+	u32 inum = 0;
+
+	bpf_probe_read_kernel(&dev, sizeof(dev), (const char *)skb + OFF_SKB_DEV);
+	if (!dev)
+		return 0;
+	bpf_probe_read_kernel(&net, sizeof(net), dev + OFF_DEV_NET);
+	if (!net)
+		return 0;
+	bpf_probe_read_kernel(&inum, sizeof(inum), net + OFF_NET_INUM);
+	return inum;
+}
+
+/* The TCP header of a packet (IPv4 or IPv6 without extension headers) into
+ * e: ports, seq, ack_seq, flags, and the payload length in e->value.
+ * Returns 0 when it is not TCP. */
+static __always_inline int hc_read_tcp(struct hc_event *e, const void *skb)
+{
+	const char *head = 0;
+	u16 nh = 0;
+	u8 ip[40] = {};
+	u8 th[14] = {};
+	u32 iplen, thoff, total;
+
+	bpf_probe_read_kernel(&head, sizeof(head), (const char *)skb + OFF_SKB_HEAD);
+	bpf_probe_read_kernel(&nh, sizeof(nh), (const char *)skb + OFF_SKB_NETWORK_HEADER);
+	if (!head || nh == 0xffff)
+		return 0;
+	bpf_probe_read_kernel(ip, sizeof(ip), head + nh);
+	if ((ip[0] >> 4) == 4) {
+		if (ip[9] != 6)
+			return 0;
+		iplen = (ip[0] & 0xf) * 4;
+		total = (ip[2] << 8) | ip[3];
+	} else if ((ip[0] >> 4) == 6) {
+		if (ip[6] != 6)
+			return 0;
+		iplen = 40;
+		total = 40 + ((ip[4] << 8) | ip[5]);
+	} else {
+		return 0;
+	}
+	bpf_probe_read_kernel(th, sizeof(th), head + nh + (iplen & 0x3f));
+	e->sport = (th[0] << 8) | th[1];
+	e->dport = (th[2] << 8) | th[3];
+	e->seq = ((u32)th[4] << 24) | (th[5] << 16) | (th[6] << 8) | th[7];
+	e->ack_seq = ((u32)th[8] << 24) | (th[9] << 16) | (th[10] << 8) | th[11];
+	thoff = (th[12] >> 4) * 4;
+	e->tcp_flags = th[13];
+	e->value = (s64)total - iplen - thoff;
+	return 1;
+}
+
 static __always_inline void hc_read_sock(struct hc_event *e, const void *sk)
 {
 	const char *p = (const char *)sk;

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import describe
 from .events import Event, Kind
-from .kernel_names import SEND_SHUTDOWN, err_name, ret_name, shutdown_name, state_name
+from .kernel_names import RCV_SHUTDOWN, SEND_SHUTDOWN, err_name, ret_name, shutdown_name, state_name
 from .recording import Recording, WriteResult
 
 # tcp_sendmsg_locked sends without waiting only in these states (net/ipv4/tcp.c, v6.1 and v6.12).
@@ -37,6 +38,7 @@ FUNC_PATH = {
     Kind.STREAM_ERROR_RETURN,
 }
 SYSCALL_PATH = {Kind.WRITE_ENTER, Kind.SEND_LENGTH, Kind.WRITE_EXIT}
+READ_PATH = {Kind.RECVMSG_ENTER, Kind.RECVMSG_RETURN, Kind.READ_ENTER, Kind.READ_EXIT}
 RETURNS_SHOWN_WITH_ENTRY = {Kind.TCP_FIN_RETURN, Kind.TCP_DONE_RETURN}
 EPIPE = 32
 
@@ -74,6 +76,8 @@ class WriteNote:
     decision: str
     inferred: bool  # the deciding branch was inferred, not seen
     syscall_ns: int
+    op: str = "write"  # or "read"
+    killed_by: str | None = None  # the call never returned: a signal killed the client
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class Timeline:
     items: list  # WriteNote | KernelNote | MarkNote, in time order
     writes: list[WriteNote]
     findings: list[str]
+    reads: list[WriteNote] = field(default_factory=list)
 
 
 class _Ctx:
@@ -115,6 +120,8 @@ class _Ctx:
             side = self._by_ports(e)
             if e.sk and side != "socket":
                 self.sk_side.setdefault(e.sk, side)
+        # Initial sequence numbers by sender port (from the SYNs), for relative seqs like tcpdump's.
+        self.isn = {e.sport: e.seq for e in rec.events if e.kind == Kind.PACKET and e.tcp_flags & 0x02}
 
     def st(self, s: int) -> str:
         return state_name(self.names, s)
@@ -144,22 +151,33 @@ def _first(path: list[Event], kind: Kind) -> Event | None:
 # --- writes ------------------------------------------------------------------
 
 
-def _write_paths(events: list[Event], client_pid: int) -> list[list[Event]]:
-    """The client's write-path events, one list per tcp_sendmsg_locked call
-    (kprobe, fentry) or per write(2) (tracepoints)."""
+def _io_paths(events: list[Event], client_pid: int, kinds: set, opens: set, closes: set) -> list[list[Event]]:
+    """The client's events of one kind of call, one list per call: from an
+    opening event (an entry) to its closing one (the return), per thread."""
     paths: list[list[Event]] = []
     open_by_tid: dict[int, list[Event]] = {}
     for e in events:
-        if e.pid != client_pid or e.kind not in FUNC_PATH | SYSCALL_PATH:
+        if e.pid != client_pid or e.kind not in kinds:
             continue
-        if e.kind in (Kind.SENDMSG_ENTER, Kind.WRITE_ENTER):
+        if e.kind in opens:
             open_by_tid[e.tid] = [e]
             paths.append(open_by_tid[e.tid])
         elif e.tid in open_by_tid:
             open_by_tid[e.tid].append(e)
-            if e.kind in (Kind.SENDMSG_RETURN, Kind.WRITE_EXIT):
+            if e.kind in closes:
                 del open_by_tid[e.tid]
     return paths
+
+
+def _write_paths(events: list[Event], client_pid: int) -> list[list[Event]]:
+    """Per tcp_sendmsg_locked call (kprobe, fentry) or per write(2) (tracepoints)."""
+    return _io_paths(events, client_pid, FUNC_PATH | SYSCALL_PATH, {Kind.SENDMSG_ENTER, Kind.WRITE_ENTER},
+                     {Kind.SENDMSG_RETURN, Kind.WRITE_EXIT})
+
+
+def _read_paths(events: list[Event], client_pid: int) -> list[list[Event]]:
+    return _io_paths(events, client_pid, READ_PATH, {Kind.RECVMSG_ENTER, Kind.READ_ENTER},
+                     {Kind.RECVMSG_RETURN, Kind.READ_EXIT})
 
 
 def _function_steps(ctx: _Ctx, path: list[Event]) -> list[PathStep]:
@@ -256,20 +274,25 @@ def _syscall_decision(ctx: _Ctx, path: list[Event], w: WriteResult) -> str:
     """Tracepoints see the socket before and after, not the functions between:
     say which branch the values fit, from the source, as an inference."""
     enter = _first(path, Kind.WRITE_ENTER)
-    after = _first(path, Kind.WRITE_EXIT) or _first(path, Kind.SEND_LENGTH)
+    exit_ = _first(path, Kind.WRITE_EXIT)
+    after = exit_ or _first(path, Kind.SEND_LENGTH)
     st = ctx.st(enter.state)
+    # The kernel's result when seen (a write killed by SIGPIPE never returns to user space).
+    ret = after.value if after else (w.ret if w.ret >= 0 else None)
+    if ret is None:
+        return "not observed: the write's return was not seen"
     seen = (f"observed: state {st}, sk_err {err_name(enter.sk_err)} at write(2) entry"
-            + (f", sk_err {err_name(after.sk_err)} after" if after else "") + f", result {w.ret if w.ret >= 0 else w.errno}")
-    if w.ret >= 0 and st in SENDING_STATES and not enter.sk_err and not enter.sk_shutdown & SEND_SHUTDOWN:
+            + (f", sk_err {err_name(after.sk_err)} after" if after else "") + f", returned {ret_name(ret)}")
+    if ret >= 0 and st in SENDING_STATES and not enter.sk_err and not enter.sk_shutdown & SEND_SHUTDOWN:
         return f"inferred: {st} is allowed to send, sk_err 0, send side open → queued ({seen})"
-    if w.errno == "EPIPE" and st not in SENDING_STATES:
-        if enter.sk_err and after and after.sk_err == 0:
+    if ret < 0 and st not in SENDING_STATES:
+        if enter.sk_err and ret == -enter.sk_err and after and after.sk_err == 0:
             return (f"inferred: state {st} is not ESTABLISHED/CLOSE_WAIT → sk_stream_wait_connect, whose "
                     f"sock_error() takes sk_err={err_name(enter.sk_err)} ({seen})")
-        if not enter.sk_err:
+        if not enter.sk_err and ret == -EPIPE:
             return (f"inferred: state {st} with sk_err 0 → sk_stream_wait_connect: not SYN_SENT/SYN_RECV "
                     f"→ -EPIPE ({seen})")
-    if w.errno == "EPIPE" and st in SENDING_STATES and (enter.sk_err or enter.sk_shutdown & SEND_SHUTDOWN):
+    if ret == -EPIPE and st in SENDING_STATES and (enter.sk_err or enter.sk_shutdown & SEND_SHUTDOWN):
         return f"inferred: the sk_err/SEND_SHUTDOWN check in tcp_sendmsg_locked → -EPIPE ({seen})"
     return f"not decided: the values do not single out a branch ({seen})"
 
@@ -297,7 +320,37 @@ def _write_note(ctx: _Ctx, t0: int, w: WriteResult, path: list[Event]) -> WriteN
         decision=decision,
         inferred=decision.startswith("inferred"),
         syscall_ns=w.t_end_ns - w.t_start_ns,
+        killed_by=w.killed_by,
     )
+
+
+def _read_note(ctx: _Ctx, t0: int, r: WriteResult, path: list[Event]) -> WriteNote:
+    """A read: what tcp_recvmsg saw and returned (tcp_recvmsg_locked, net/ipv4/tcp.c, v6.1:
+    with nothing queued it stops at SOCK_DONE, at sk_err (sock_error()), or at RCV_SHUTDOWN)."""
+    enter = _first(path, Kind.RECVMSG_ENTER) or _first(path, Kind.READ_ENTER)
+    ret = _first(path, Kind.RECVMSG_RETURN) or _first(path, Kind.READ_EXIT)
+    steps, decision = [], "not observed: the kernel reported nothing for this read"
+    if enter:
+        func = "tcp_recvmsg" if enter.kind == Kind.RECVMSG_ENTER else "sys_enter_read"
+        steps.append(PathStep(func, ret.value if ret else None,
+                              f"entry: state {ctx.st(enter.state)}, sk_err {err_name(enter.sk_err)}, "
+                              f"sk_shutdown {shutdown_name(enter.sk_shutdown)}", _sock_values(ctx, enter)))
+        inferred = "" if enter.kind == Kind.RECVMSG_ENTER else "inferred: "
+        if ret is None:
+            decision = "not observed: the read's return was not seen"
+        elif ret.value == 0 and enter.sk_shutdown & RCV_SHUTDOWN:
+            decision = (f"{inferred}receive side shut by the FIN (sk_shutdown {shutdown_name(enter.sk_shutdown)}), "
+                        "nothing queued → 0: end of file")
+        elif ret.value < 0:
+            decision = f"{inferred}{func} returned {ret_name(ret.value)} (sk_err {err_name(enter.sk_err)} at entry)"
+        else:
+            decision = f"{inferred}{ret.value} bytes were queued"
+    return WriteNote(r.index, r.t_start_ns - t0, r.size, r.ret, r.errno, enter is not None,
+                     "tcp_recvmsg entry" if enter and enter.kind == Kind.RECVMSG_ENTER else
+                     ("read(2) entry" if enter else None),
+                     ctx.st(enter.state) if enter else None, enter.sk_err if enter else None,
+                     enter.sk_shutdown if enter else None, tuple(steps), decision,
+                     decision.startswith("inferred"), r.t_end_ns - r.t_start_ns, op="read")
 
 
 def _match_paths(writes: list[WriteResult], paths: list[list[Event]]) -> dict[int, list[Event]]:
@@ -347,29 +400,6 @@ def _where(writes: list[WriteResult], paths: dict[int, list[Event]], e: Event) -
     return ""
 
 
-def _summary(ctx: _Ctx, e: Event, ret: Event | None) -> tuple[str, dict]:
-    vals = _sock_values(ctx, e)
-    if e.kind == Kind.SET_STATE:
-        return (f"state {ctx.st(e.old_state)} → {ctx.st(e.state)}",
-                {"old_state": ctx.st(e.old_state), "state": ctx.st(e.state)})
-    if e.kind in (Kind.TCP_FIN, Kind.TCP_DONE):
-        if ret:
-            vals.update(state_after=ctx.st(ret.state), sk_shutdown_after=ret.sk_shutdown, sk_err_after=ret.sk_err)
-            text = (f"state {ctx.st(e.state)} → {ctx.st(ret.state)}, sk_shutdown {shutdown_name(e.sk_shutdown)}"
-                    f" → {shutdown_name(ret.sk_shutdown)}, sk_err {err_name(ret.sk_err)}")
-        else:
-            text = (f"at entry: state {ctx.st(e.state)}, sk_err {err_name(e.sk_err)}, "
-                    f"sk_shutdown {shutdown_name(e.sk_shutdown)} (return not observed)")
-        return ("FIN processed: " + text if e.kind == Kind.TCP_FIN else text), vals
-    if e.kind in (Kind.TCP_RESET, Kind.RESET_TP):
-        return f"RST accepted in state {ctx.st(e.state)}, sk_err {err_name(e.sk_err)} at entry", vals
-    if e.kind == Kind.DONE_WITH_ERROR:
-        return f"err={err_name(e.value)} (sk_err {err_name(e.sk_err)} at entry), state {ctx.st(e.state)}", {**vals, "err": e.value}
-    if e.kind == Kind.ERROR_REPORT:
-        return f"sk_error_report: error {err_name(e.value)} stored in sk_err", {"error": e.value}
-    return e.kind.name, vals
-
-
 def _kernel_notes(ctx: _Ctx, rec: Recording, t0: int, paths: dict[int, list[Event]]) -> list[KernelNote]:
     events = rec.events
     pairs = _pair_returns(events)
@@ -377,12 +407,12 @@ def _kernel_notes(ctx: _Ctx, rec: Recording, t0: int, paths: dict[int, list[Even
     in_paths = {id(e) for p in paths.values() for e in p}
     notes = []
     for i, e in enumerate(events):
-        if e.kind in FUNC_PATH | SYSCALL_PATH | RETURNS_SHOWN_WITH_ENTRY or id(e) in in_paths:
+        if e.kind in FUNC_PATH | SYSCALL_PATH | READ_PATH | RETURNS_SHOWN_WITH_ENTRY or id(e) in in_paths:
             continue
         # Inside an observed tcp_fin/tcp_done the transition is told by that note.
         if e.kind == Kind.SET_STATE and any(sk == e.sk and a <= e.ts_ns <= b for sk, a, b in windows):
             continue
-        summary, vals = _summary(ctx, e, pairs.get(i))
+        summary, vals = describe.summary(e, pairs.get(i), ctx.st, ctx.isn)
         notes.append(KernelNote(e.ts_ns - t0, ctx.side(e), e.func, summary, _where(rec.writes, paths, e), e, vals))
     return notes
 
@@ -391,6 +421,7 @@ def _kernel_notes(ctx: _Ctx, rec: Recording, t0: int, paths: dict[int, list[Even
 
 
 def _findings(rec: Recording, writes: list[WriteNote], notes: list[KernelNote]) -> list[str]:
+    """Summary lines; `writes` holds the reads too (op "read"), in order."""
     out = []
     client = [n for n in notes if n.side == "client"]
     fin = next((n for n in client if n.func == "tcp_fin"), None) or next(
@@ -416,9 +447,22 @@ def _findings(rec: Recording, writes: list[WriteNote], notes: list[KernelNote]) 
                        "with this backend")
     else:
         out.append("RST: no tcp_reset was observed on the client socket")
+    sender = next((n for n in notes if n.values.get("rst_sender")), None)
+    if sender:
+        out.append(f"RST sender: {sender.summary.removeprefix('RST for an incoming segment, sent by ')} "
+                   f"({sender.func}, {sender.side} side)")
+    packets = [n for n in notes if n.event.kind == Kind.PACKET]
+    if packets:
+        out.append("packets: " + ", ".join(
+            f"{n.side} {n.values['flags']}" + (f" {n.values['length']} bytes" if n.values["length"] else "")
+            for n in packets))
+    signals = [n for n in notes if n.event.kind == Kind.SIGNAL]
+    if signals:
+        out.append("signals: " + ", ".join(f"{n.values['signal']} ({n.values['result']})" for n in signals))
     for w in writes:
-        res = f"{w.ret}" if w.ret >= 0 else f"-1 {w.errno}"
-        out.append(f"write {w.index} = {res}: {w.decision}")
+        res = f"{w.ret}" if w.ret >= 0 else (f"killed by {w.killed_by}" if w.killed_by else f"-1 {w.errno}")
+        label = f"{w.op} {w.index}" if w.index else f"{w.op} before the close"
+        out.append(f"{label} = {res}: {w.decision}")
     if rec.lost_events:
         out.append(f"WARNING: {rec.lost_events} events were lost (ring buffer full); the timeline is incomplete")
     return out
@@ -460,17 +504,19 @@ def annotate(rec: Recording) -> Timeline:
     t0 = min(starts) if starts else 0
 
     by_write = _match_paths(rec.writes, _write_paths(rec.events, rec.client_pid))
+    by_read = _match_paths(rec.reads, _read_paths(rec.events, rec.client_pid))
     writes = [_write_note(ctx, t0, w, by_write.get(w.index, [])) for w in rec.writes]
+    reads = [_read_note(ctx, t0, r, by_read.get(r.index, [])) for r in rec.reads]
     notes = _kernel_notes(ctx, rec, t0, by_write)
     marks = [MarkNote(m.t_ns - t0, m.what) for m in rec.marks]
-    items = sorted([*writes, *notes, *marks], key=lambda x: x.t_ns)
-    return Timeline(rec, t0, items, writes, _findings(rec, writes, notes))
+    items = sorted([*writes, *reads, *notes, *marks], key=lambda x: x.t_ns)
+    return Timeline(rec, t0, items, writes, _findings(rec, reads + writes, notes), reads)
 
 
 def write_json(w: WriteNote) -> dict:
     """The `"type": "write"` line of the NDJSON output."""
     return {
-        "type": "write",
+        "type": w.op,
         "index": w.index,
         "t_ms": round(w.t_ns / 1e6, 6),
         "size": w.size,
@@ -486,6 +532,7 @@ def write_json(w: WriteNote) -> dict:
         "path": [s.to_json() for s in w.path],
         "decision": w.decision,
         "inferred": w.inferred,
+        "killed_by": w.killed_by,
     }
 
 

@@ -50,20 +50,52 @@ def _fail(exc: UserError) -> None:
     sys.exit(exc.exit_code)
 
 
-def _show(tl, as_json: bool) -> None:
+def _show(recs, as_json: bool, check: bool) -> None:
+    """Annotate, judge and display one run (with the article's claims for `close`)
+    or a matrix of runs; with check, exit 1 unless everything is as the source predicts."""
+    from .annotate import annotate
+    from .claims import check_all
+    from .verdicts import check as check_scenario
+
+    judged = []
+    for rec in recs:
+        tl = annotate(rec)
+        judged.append((tl, check_all(tl) if rec.scenario == "close" and len(recs) == 1 else [], check_scenario(tl)))
     if as_json:
         from . import jsonout
 
-        jsonout.write(tl, sys.stdout)
+        for tl, claims, verdict in judged:
+            jsonout.write(tl, sys.stdout, claims, verdict, tag_scenario=len(recs) > 1)
     else:
         from . import render
 
-        render.timeline(tl, render.out_console())
+        console = render.out_console()
+        if len(judged) == 1:
+            tl, claims, verdict = judged[0]
+            render.timeline(tl, console)
+            if claims:
+                render.claims(claims, console)
+            render.scenario_verdict(verdict, console)
+        else:
+            render.matrix([(tl, verdict) for tl, _, verdict in judged], console)
+    ok = all(v.ok and all(c.as_expected for c in claims) for _, claims, v in judged)
+    if check and not ok:
+        sys.exit(1)
+
+
+def _scenario_help() -> str:
+    from .scenarios import SCENARIOS
+
+    return "; ".join(f"{s.name}: {s.title}" for s in SCENARIOS.values())
 
 
 @main.command(epilog=EPILOG)
-@click.option("--writes", type=click.IntRange(1, 10), default=2, show_default=True,
-              help="How many write(2) calls the client makes after CLOSE_WAIT (3 shows the third path).")
+@click.option("--scenario", default="close", show_default=True, metavar="NAME|all",
+              help="Which variant of the half-close to run, or `all` for a matrix of every one. " + _scenario_help())
+@click.option("--ipv6", is_flag=True, help="The same over IPv6 (::1).")
+@click.option("--writes", type=click.IntRange(1, 10), default=None,
+              help="How many write(2) calls the client makes once the peer closed "
+                   "(default 2 as the article; 3 with --scenario all, to show the third write's path).")
 @click.option("--delay", type=click.FloatRange(0, 60), default=0.0, show_default=True,
               help="Extra seconds between CLOSE_WAIT and write 1 (the article sleeps 5).")
 @click.option("--gap", type=click.FloatRange(0.0, 10), default=0.1, show_default=True,
@@ -77,8 +109,11 @@ def _show(tl, as_json: bool) -> None:
               show_default=True,
               help="How to trace. auto tries kprobe, then fentry/fexit, then stable tracepoints only "
                    "(which cannot see inside tcp_sendmsg_locked: such facts are marked inferred).")
+@click.option("--check", is_flag=True,
+              help="Exit status 1 unless every claim got the verdict, and every scenario the results, that the "
+                   "tool's own reading of the kernel source expects for this kernel.")
 @click.option("--ebpf", is_flag=True, help="Print the BPF C program and exit (as bcc tools do).")
-def run(writes, delay, gap, port, as_json, record, backend, ebpf) -> None:
+def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, check, ebpf) -> None:
     """Run the reproduction and annotate each write with its kernel path.
 
     A server and a client (SIGPIPE ignored) in a private network namespace:
@@ -86,7 +121,6 @@ def run(writes, delay, gap, port, as_json, record, backend, ebpf) -> None:
     seen in CLOSE_WAIT the client writes WRITES times.
     """
     from . import render
-    from .annotate import annotate
     from .repro import ReproOptions
 
     if ebpf:
@@ -97,10 +131,16 @@ def run(writes, delay, gap, port, as_json, record, backend, ebpf) -> None:
         return
     from .collect import collect
 
-    opts = ReproOptions(writes=writes, delay=delay, gap=gap, port=port)
+    from .scenarios import ORDER
+
+    if scenario != "all" and scenario not in ORDER:
+        _fail(UserError(f"unknown scenario {scenario!r}", f"choose one of {', '.join(ORDER)}, or all"))
+    names = ORDER if scenario == "all" else (scenario,)
+    runs = [ReproOptions(scenario=n, ipv6=ipv6, writes=writes or (3 if scenario == "all" else 2), delay=delay,
+                         gap=gap, port=port) for n in names]
     try:
         with render.status("checking the kernel") as progress:
-            rec = collect(opts, backend, progress)
+            recs = collect(runs, backend, progress)
     except UserError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -108,23 +148,24 @@ def run(writes, delay, gap, port, as_json, record, backend, ebpf) -> None:
         sys.exit(130)
     if record:
         with open(record, "w", encoding="utf-8") as f:
-            rec.dump(f)
-    _show(annotate(rec), as_json)
+            for rec in recs:
+                rec.dump(f)
+    _show(recs, as_json, check)
 
 
 @main.command()
 @click.argument("recording", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="NDJSON on stdout.")
-def replay(recording, as_json) -> None:
+@click.option("--check", is_flag=True, help="Exit status 1 unless everything is as the source reading expects.")
+def replay(recording, as_json, check) -> None:
     """Annotate a recording saved with --record (no root, no BPF needed)."""
-    from .annotate import annotate
     from .recording import Recording
 
     try:
-        rec = Recording.load(recording)
+        recs = Recording.load_all(recording)
     except (OSError, ValueError) as exc:
         _fail(UserError(f"cannot read {recording}: {exc}", "give a file written by `trace-halfclose --record`"))
-    _show(annotate(rec), as_json)
+    _show(recs, as_json, check)
 
 
 @main.command()

@@ -53,7 +53,7 @@ def offsets_for(plan: Plan, btf: Btf) -> list[str]:
         raise UserError(f"a kernel struct field is missing from BTF: {exc}", "report this kernel version") from None
 
 
-def prepare(backend: str) -> tuple[list[Plan], list[str], Btf]:
+def prepare(backend: str) -> tuple[list[Plan], list[str], Btf, KernelView]:
     """Every check that can fail before bcc runs, in the order a user fixes them."""
     require_root()
     tracefs = ensure_tracefs()
@@ -64,13 +64,15 @@ def prepare(backend: str) -> tuple[list[Plan], list[str], Btf]:
             "kernel Debian does not package; struct layouts come from BTF)",
         )
     btf = load_btf()
-    plans, skipped = candidates(backend, kernel_view(tracefs))
-    return plans, skipped, btf
+    view = kernel_view(tracefs)
+    plans, skipped = candidates(backend, view)
+    return plans, skipped, btf, view
 
 
-def new_recording(plan: Plan, btf: Btf, notes: list[str]) -> Recording:
+def new_recording(plan: Plan, btf: Btf, notes: list[str], view: KernelView) -> Recording:
     names = state_names_from_btf(btf)
     return Recording(
+        kernel_functions=sorted(view.functions),
         kernel=os.uname().release,
         backend=plan.backend,
         backend_notes=notes,
@@ -98,11 +100,15 @@ def load_first(plans: list[Plan], btf: Btf, skipped: list[str], progress: Callab
     raise AssertionError("no plans")  # candidates() never returns an empty list
 
 
-def collect(opts: repro.ReproOptions, backend: str, progress: Callable[[str], None]) -> Recording:
-    plans, skipped, btf = prepare(backend)
+def collect(runs: list[repro.ReproOptions], backend: str, progress: Callable[[str], None]) -> list[Recording]:
+    """Run each reproduction in turn under one loaded BPF object (bcc compiles once)."""
+    plans, skipped, btf, view = prepare(backend)
     session, plan = load_first(plans, btf, skipped, progress)
-    rec = new_recording(plan, btf, skipped)
+    out = []
     try:
-        return repro.run(session, rec, opts, progress)
+        for opts in runs:
+            progress(f"scenario {opts.scenario}")
+            out.append(repro.run(session, new_recording(plan, btf, list(skipped), view), opts, progress))
     finally:
         session.close()
+    return out

@@ -36,6 +36,14 @@ class Kind(enum.IntEnum):
     SEND_LENGTH = 16
     WRITE_ENTER = 17
     WRITE_EXIT = 18
+    PACKET = 20
+    SEND_RESET = 21
+    ACTIVE_RESET = 22
+    RECVMSG_ENTER = 23
+    RECVMSG_RETURN = 24
+    SIGNAL = 25
+    READ_ENTER = 26
+    READ_EXIT = 27
 
 
 class RawEvent(ctypes.Structure):
@@ -51,12 +59,14 @@ class RawEvent(ctypes.Structure):
         ("kind", ctypes.c_uint32),
         ("fd", ctypes.c_int32),
         ("cpu", ctypes.c_uint32),
+        ("seq", ctypes.c_uint32),
+        ("ack_seq", ctypes.c_uint32),
         ("sport", ctypes.c_uint16),
         ("dport", ctypes.c_uint16),
         ("state", ctypes.c_uint8),
         ("old_state", ctypes.c_uint8),
         ("sk_shutdown", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8),
+        ("tcp_flags", ctypes.c_uint8),
         ("comm", ctypes.c_char * 16),
     ]
 
@@ -81,6 +91,14 @@ KIND_FUNC = {
     Kind.SEND_LENGTH: "sock_send_length",
     Kind.WRITE_ENTER: "sys_enter_write",
     Kind.WRITE_EXIT: "sys_exit_write",
+    Kind.PACKET: "net_dev_start_xmit",
+    Kind.SEND_RESET: "send_reset",
+    Kind.ACTIVE_RESET: "tcp_send_active_reset",
+    Kind.RECVMSG_ENTER: "tcp_recvmsg",
+    Kind.RECVMSG_RETURN: "tcp_recvmsg",
+    Kind.SIGNAL: "signal_generate",
+    Kind.READ_ENTER: "sys_enter_read",
+    Kind.READ_EXIT: "sys_exit_read",
 }
 RETURN_KINDS = {
     Kind.SENDMSG_RETURN,
@@ -88,6 +106,7 @@ RETURN_KINDS = {
     Kind.STREAM_ERROR_RETURN,
     Kind.TCP_DONE_RETURN,
     Kind.TCP_FIN_RETURN,
+    Kind.RECVMSG_RETURN,
 }
 
 
@@ -104,11 +123,14 @@ class Event:
     kind: Kind
     fd: int
     cpu: int
+    seq: int
+    ack_seq: int
     sport: int
     dport: int
     state: int
     old_state: int
     sk_shutdown: int
+    tcp_flags: int
     comm: str
 
     @property
@@ -129,8 +151,8 @@ class Event:
     def from_json(cls, d: dict) -> "Event":
         d = dict(d)
         d["kind"] = Kind[d["kind"]]
-        d.setdefault("fd", -1)
-        d.setdefault("cpu", 0)
+        for name, default in (("fd", -1), ("cpu", 0), ("seq", 0), ("ack_seq", 0), ("tcp_flags", 0)):
+            d.setdefault(name, default)
         d["sk"] = int(d["sk"], 16) if isinstance(d["sk"], str) else d["sk"]
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
@@ -148,11 +170,14 @@ def decode(raw: RawEvent) -> Event:
         kind=Kind(raw.kind),
         fd=raw.fd,
         cpu=raw.cpu,
+        seq=raw.seq,
+        ack_seq=raw.ack_seq,
         sport=raw.sport,
         dport=raw.dport,
         state=raw.state,
         old_state=raw.old_state,
         sk_shutdown=raw.sk_shutdown,
+        tcp_flags=raw.tcp_flags,
         comm=raw.comm.decode("utf-8", "replace"),
     )
 

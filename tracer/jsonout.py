@@ -1,6 +1,7 @@
 """Display for machines: the timeline as NDJSON, one object per line, each with "type".
 
-Types: "meta" (first), "user", "kernel", "write" (in time order), "finding", "summary" (last).
+Types: "meta" (first), "user", "kernel", "write", "read" (in time order), "finding",
+"claim" (the article's claims, scenario close), "scenario" (observed beside expected), "summary" (last).
 The README documents every field.
 """
 from __future__ import annotations
@@ -13,11 +14,13 @@ from .annotate import KernelNote, MarkNote, Timeline, WriteNote, kernel_json, wr
 SCHEMA_VERSION = 1
 
 
-def lines(tl: Timeline) -> Iterator[dict]:
+def lines(tl: Timeline, claims=(), verdict=None) -> Iterator[dict]:
     rec = tl.recording
     yield {
         "type": "meta",
         "schema": SCHEMA_VERSION,
+        "scenario": rec.scenario,
+        "family": rec.family,
         "kernel": rec.kernel,
         "backend": rec.backend,
         "backend_notes": rec.backend_notes,
@@ -38,14 +41,24 @@ def lines(tl: Timeline) -> Iterator[dict]:
             yield {"type": "user", "t_ms": round(item.t_ns / 1e6, 6), "what": item.what}
     for f in tl.findings:
         yield {"type": "finding", "text": f}
+    for c in claims:
+        yield c.to_json()
+    if verdict is not None:
+        yield {"type": "scenario", "name": verdict.scenario.name, "title": verdict.scenario.title,
+               "verdict": verdict.status, "ok": verdict.ok, "rows": [r.to_json() for r in verdict.rows],
+               "source": list(verdict.scenario.expected.why)}
     yield {
         "type": "summary",
-        "writes": [{"index": w.index, "ret": w.ret, "errno": w.errno} for w in tl.writes],
+        "writes": [{"index": w.index, "ret": w.ret, "errno": w.errno, "killed_by": w.killed_by} for w in tl.writes],
+        "reads": [{"index": r.index, "ret": r.ret, "errno": r.errno} for r in tl.reads],
         "events": len(rec.events),
         "lost_events": rec.lost_events,
     }
 
 
-def write(tl: Timeline, out: IO[str]) -> None:
-    for obj in lines(tl):
+def write(tl: Timeline, out: IO[str], claims=(), verdict=None, tag_scenario: bool = False) -> None:
+    """NDJSON of one run; with tag_scenario (a matrix) every line also names its scenario."""
+    for obj in lines(tl, claims, verdict):
+        if tag_scenario:
+            obj = {**obj, "scenario": tl.recording.scenario}
         out.write(json.dumps(obj) + "\n")

@@ -16,6 +16,12 @@ SOCK_FIELDS = {
     "OFF_SKC_NET": ("sock", "__sk_common.skc_net.net"),
     "OFF_NET_INUM": ("net", "ns.inum"),
     "OFF_SK_SHUTDOWN": ("sock", "sk_shutdown"),
+    # packets and the RST's sender
+    "OFF_SKB_HEAD": ("sk_buff", "head"),
+    "OFF_SKB_NETWORK_HEADER": ("sk_buff", "network_header"),
+    "OFF_SKB_DEV": ("sk_buff", "dev"),
+    "OFF_DEV_NET": ("net_device", "nd_net.net"),
+    "OFF_TW_SUBSTATE": ("inet_timewait_sock", "tw_substate"),
 }
 # fd -> socket, for the write(2) tracepoints: task->files->fdt->fd[fd]->private_data->sk
 FD_FIELDS = {

@@ -31,8 +31,17 @@ FUNCTIONS = (
               "since 6.10 (in stable 6.1.103+, 6.6.44+); before, tcp_reset wrote sk_err itself"),
     FuncProbe("tcp_done", "done_enter", "done_return", True),
     FuncProbe("tcp_fin", "fin_enter", "fin_return", False),
+    # Who sent the RST, and reads (scenarios that read).
+    FuncProbe("tcp_v4_send_reset", "send_reset_enter", None, False),
+    FuncProbe("tcp_v6_send_reset", "send_reset_enter", None, False),
+    FuncProbe("tcp_send_active_reset", "active_reset_enter", None, False),
+    FuncProbe("tcp_recvmsg", "recvmsg_enter", "recvmsg_return", False),
 )
 STATE_TP = "sock:inet_sock_set_state"
+PACKET_TP = "net:net_dev_start_xmit"
+SIGNAL_TP = "signal:signal_generate"
+# Tracepoints every backend uses when present.
+COMMON_TPS = (STATE_TP, PACKET_TP, SIGNAL_TP)
 # The tracepoint-only backend: (tracepoint, required)
 TRACEPOINTS = (
     (STATE_TP, True),
@@ -41,9 +50,23 @@ TRACEPOINTS = (
     ("syscalls:sys_exit_write", True),
     ("sock:inet_sk_error_report", False),
     ("sock:sock_send_length", False),  # since 6.3
+    ("tcp:tcp_send_reset", False),  # 6.1: full sockets only; 6.10+: also timewait and no socket
+    ("syscalls:sys_enter_read", False),
+    ("syscalls:sys_exit_read", False),
+    ("syscalls:sys_enter_sendto", False),  # send(2) is sendto(2) on x86-64
+    ("syscalls:sys_exit_sendto", False),
+    (PACKET_TP, False),
+    (SIGNAL_TP, False),
 )
-# Attached only while the client writes (they slow every syscall of the machine).
-WRITE_TPS = (("syscalls:sys_enter_write", "write_enter"), ("syscalls:sys_exit_write", "write_exit"))
+# Attached only while the client reads and writes (they slow every syscall of the machine).
+CLIENT_IO_TPS = (
+    ("syscalls:sys_enter_write", "write_enter"),
+    ("syscalls:sys_exit_write", "write_exit"),
+    ("syscalls:sys_enter_read", "read_enter"),
+    ("syscalls:sys_exit_read", "read_exit"),
+    ("syscalls:sys_enter_sendto", "write_enter"),
+    ("syscalls:sys_exit_sendto", "write_exit"),
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +92,9 @@ class Plan:
         flags = {"kprobe": ["-DHC_KPROBE"], "fentry": ["-DHC_FENTRY"], "tracepoint": ["-DHC_TRACEPOINTS"]}[self.backend]
         flags += [f"-DHAVE_{p.func}" for p in self.functions]
         flags += [f"-DHAVE_{tp.split(':')[1]}" for tp in self.tracepoints]
-        if STATE_TP in self.tracepoints:
-            flags.append("-DHC_STATE_TRACEPOINT")
+        for tp, flag in ((STATE_TP, "-DHC_STATE_TRACEPOINT"), (PACKET_TP, "-DHC_PACKETS"), (SIGNAL_TP, "-DHC_SIGNALS")):
+            if tp in self.tracepoints:
+                flags.append(flag)
         return flags
 
     def attached_names(self) -> list[str]:
@@ -84,7 +108,7 @@ class Plan:
 
 
 # fexit programs of bpf/halfclose.bpf.c's fentry section
-FENTRY_RETURNS = {"tcp_sendmsg_locked", "sk_stream_wait_connect", "sk_stream_error", "tcp_done", "tcp_fin"}
+FENTRY_RETURNS = {"tcp_sendmsg_locked", "sk_stream_wait_connect", "sk_stream_error", "tcp_done", "tcp_fin", "tcp_recvmsg"}
 
 
 def _function_plan(backend: str, view: KernelView) -> Plan:
@@ -97,9 +121,9 @@ def _function_plan(backend: str, view: KernelView) -> Plan:
             "backend cannot trace this kernel",
             "use --backend tracepoint, or another kernel with `trace-halfclose vm --kernel PATH`",
         )
-    tps = (STATE_TP,) if STATE_TP in view.tracepoints else ()
+    tps = tuple(tp for tp in COMMON_TPS if tp in view.tracepoints)
     notes = tuple(f"{p.func}: {p.note}" for p in FUNCTIONS if p.func in missing and p.note)
-    return Plan(backend, present, tps, missing + (() if tps else (STATE_TP,)), notes)
+    return Plan(backend, present, tps, missing + tuple(tp for tp in COMMON_TPS if tp not in tps), notes)
 
 
 def _tracepoint_plan(view: KernelView) -> Plan:

@@ -12,7 +12,7 @@ import tempfile
 
 from .errors import UserError
 from .events import BPF_DIR, Event, RawEvent, decode
-from .probe_plan import WRITE_TPS, Plan
+from .probe_plan import CLIENT_IO_TPS, Plan
 
 SOURCE = BPF_DIR / "halfclose.bpf.c"
 
@@ -60,7 +60,7 @@ class BpfSession:
         self.cflags = compile_flags(plan, offsets)
         self.bpf = None
         self._pending: list[Event] = []
-        self._write_tps_on = False
+        self._io_tps: list[str] = []
 
     def load(self) -> None:
         bcc = import_bcc()
@@ -82,6 +82,8 @@ class BpfSession:
                 raise BackendUnavailable(f"the kernel refused the fentry/fexit programs: {msg}") from None
             raise UserError(f"the kernel refused the BPF programs: {msg}", "run `trace-halfclose doctor`") from None
         try:
+            if "tcp:tcp_send_reset" in self.plan.tracepoints and self.plan.backend == "tracepoint":
+                self.bpf.attach_tracepoint(tp=b"tcp:tcp_send_reset", fn_name=b"send_reset_tp")
             if self.plan.backend == "kprobe":
                 for p in self.plan.functions:
                     self.bpf.attach_kprobe(event=p.func.encode(), fn_name=p.entry.encode())
@@ -105,18 +107,18 @@ class BpfSession:
         self._set("target_pid", pid)
         self._set("target_port", server_port)
 
-    def begin_writes(self) -> None:
-        """The write(2) tracepoints, only while the client writes (tracepoint backend)."""
-        if self.plan.backend == "tracepoint" and not self._write_tps_on:
-            for tp, fn in WRITE_TPS:
-                self.bpf.attach_tracepoint(tp=tp.encode(), fn_name=fn.encode())
-            self._write_tps_on = True
+    def begin_client_io(self) -> None:
+        """The read/write syscall tracepoints, only while the client does I/O (tracepoint backend)."""
+        if self.plan.backend == "tracepoint" and not self._io_tps:
+            for tp, fn in CLIENT_IO_TPS:
+                if tp in self.plan.tracepoints:
+                    self.bpf.attach_tracepoint(tp=tp.encode(), fn_name=fn.encode())
+                    self._io_tps.append(tp)
 
-    def end_writes(self) -> None:
-        if self._write_tps_on:
-            for tp, _ in WRITE_TPS:
-                self.bpf.detach_tracepoint(tp=tp.encode())
-            self._write_tps_on = False
+    def end_client_io(self) -> None:
+        for tp in self._io_tps:
+            self.bpf.detach_tracepoint(tp=tp.encode())
+        self._io_tps = []
 
     def poll(self, timeout_ms: int = 0) -> list[Event]:
         self.bpf.ring_buffer_poll(timeout_ms)
@@ -128,6 +130,6 @@ class BpfSession:
 
     def close(self) -> None:
         if self.bpf is not None:
-            self.end_writes()
+            self.end_client_io()
             self.bpf.cleanup()
             self.bpf = None

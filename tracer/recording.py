@@ -26,6 +26,7 @@ class WriteResult:
     errno: str | None  # errno name when ret == -1
     t_start_ns: int
     t_end_ns: int
+    killed_by: str | None = None  # the client died in this call (e.g. SIGPIPE)
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,13 @@ class UserMark:
 @dataclass
 class Recording:
     kernel: str = ""
+    scenario: str = "close"
+    family: str = "ipv4"
     backend: str = ""
     backend_notes: list[str] = field(default_factory=list)  # why other backends were not used
     attached: list[str] = field(default_factory=list)  # e.g. "kprobe:tcp_reset"
-    missing: list[str] = field(default_factory=list)  # functions/tracepoints not on this kernel
+    missing: list[str] = field(default_factory=list)  # functions/tracepoints the backend could not use
+    kernel_functions: list[str] = field(default_factory=list)  # of the tool's functions, those this kernel has
     state_names: dict[int, str] = field(default_factory=dict)
     state_names_source: str = ""
     netns: int = 0
@@ -51,6 +55,7 @@ class Recording:
     client_pid: int = 0
     marks: list[UserMark] = field(default_factory=list)
     writes: list[WriteResult] = field(default_factory=list)
+    reads: list[WriteResult] = field(default_factory=list)  # same fields: ret is the bytes read
     events: list[Event] = field(default_factory=list)
     lost_events: int = 0
 
@@ -59,7 +64,7 @@ class Recording:
         meta = {
             k: v
             for k, v in asdict(self).items()
-            if k not in ("marks", "writes", "events", "state_names")
+            if k not in ("marks", "writes", "reads", "events", "state_names")
         }
         meta["state_names"] = {str(k): v for k, v in self.state_names.items()}
         out.write(json.dumps({"record": "meta", **meta}) + "\n")
@@ -67,6 +72,8 @@ class Recording:
             out.write(json.dumps({"record": "mark", **asdict(m)}) + "\n")
         for w in self.writes:
             out.write(json.dumps({"record": "write", **asdict(w)}) + "\n")
+        for r in self.reads:
+            out.write(json.dumps({"record": "read", **asdict(r)}) + "\n")
         for e in self.events:
             out.write(json.dumps({"record": "event", **e.to_json()}) + "\n")
 
@@ -96,6 +103,8 @@ class Recording:
                     rec.marks.append(UserMark(**d))
                 elif kind == "write":
                     rec.writes.append(WriteResult(**d))
+                elif kind == "read":
+                    rec.reads.append(WriteResult(**d))
                 elif kind == "event":
                     rec.events.append(Event.from_json(d))
                 else:
@@ -108,5 +117,17 @@ class Recording:
 
     @classmethod
     def load(cls, path: Path) -> "Recording":
+        return cls.load_all(path)[0]
+
+    @classmethod
+    def load_all(cls, path: Path) -> list["Recording"]:
+        """A file may hold several recordings (`--scenario all`), each from its meta line on."""
+        chunks: list[list[bytes]] = []
         with open(path, "rb") as f:
-            return cls.load_lines(f)
+            for line in f:
+                if line.startswith(b'{"record": "meta"') or not chunks:
+                    chunks.append([])
+                chunks[-1].append(line)
+        if not chunks:
+            raise ValueError("empty file: not a recording written by `trace-halfclose --record`")
+        return [cls.load_lines(c) for c in chunks]

@@ -58,8 +58,12 @@ def _ms(t_ns: int) -> str:
 
 
 def _write(console: Console, w: WriteNote) -> None:
-    result = f"[green]{w.ret}[/]" if w.ret >= 0 else f"[red]-1 {w.errno}[/]"
-    console.print(f"[cyan]{_ms(w.t_ns)}[/]  [bold]write {w.index}[/] ({w.size} bytes) → {result}")
+    if w.killed_by:
+        result = f"[red]killed by {w.killed_by}[/]"
+    else:
+        result = f"[green]{w.ret}[/]" if w.ret >= 0 else f"[red]-1 {w.errno}[/]"
+    label = f"{w.op} {w.index}" if w.index else f"{w.op} before the close"
+    console.print(f"[cyan]{_ms(w.t_ns)}[/]  [bold]{label}[/] ({w.size} bytes) → {result}")
     if w.observed:
         console.print(
             f"{'':14}at {w.observed_at}: state [bold]{w.state}[/], "
@@ -89,9 +93,10 @@ def timeline(tl: Timeline, console: Console | None = None) -> None:
     console.print(f"probes: {', '.join(rec.attached)}", style="dim")
     if rec.missing:
         console.print(f"not on this kernel: {', '.join(rec.missing)}", style="dim")
+    host = "[::1]" if rec.family == "ipv6" else "127.0.0.1"
     console.print(
-        f"reproduction: netns {rec.netns}, server 127.0.0.1:{rec.server_port}, "
-        f"client 127.0.0.1:{rec.client_port} (pid {rec.client_pid}); state names from {rec.state_names_source}",
+        f"reproduction: scenario {rec.scenario}, netns {rec.netns}, server {host}:{rec.server_port}, "
+        f"client {host}:{rec.client_port} (pid {rec.client_pid}); state names from {rec.state_names_source}",
         style="dim",
     )
     console.print()
@@ -106,6 +111,77 @@ def timeline(tl: Timeline, console: Console | None = None) -> None:
     table = Table(title="What the kernel showed", show_header=False, box=None, padding=(0, 1))
     for f in tl.findings:
         table.add_row("•", escape(f))
+    console.print(table)
+
+
+VERDICT_STYLE = {"verified": "green", "refuted": "red", "imprecise": "yellow", "not-observed": "dim"}
+
+
+def claims(results, console: Console | None = None) -> None:
+    """The article's claims after the timeline: verdict, evidence, and whether the source reading expected it."""
+    console = console or out_console()
+    table = Table(title="The article's claims, checked against this kernel", show_lines=True, header_style="bold")
+    for col in ("claim", "verdict", "evidence"):
+        table.add_column(col)
+    for r in results:
+        style = VERDICT_STYLE.get(r.verdict.verdict, "")
+        mark = "" if r.as_expected else f"\n[red](source reading expected {r.expected})[/]"
+        table.add_row(f"[bold]{r.claim.id}[/]\n{escape(r.claim.statement)}\n[dim]{escape(r.claim.source)}[/]",
+                      f"[{style}]{r.verdict.verdict}[/]{mark}",
+                      "\n".join(f"• {escape(e)}" for e in r.verdict.evidence))
+    console.print(table)
+
+
+def _ok(ok: bool | None) -> str:
+    return {True: "[green]match[/]", False: "[red]MISMATCH[/]", None: "[dim]not observable[/]"}[ok]
+
+
+def scenario_verdict(v, console: Console | None = None) -> None:
+    """Observed beside expected (from the kernel source) for one scenario."""
+    console = console or out_console()
+    table = Table(title=f"Scenario {v.scenario.name}: {v.scenario.title}", header_style="bold")
+    for col in ("", "expected (source)", "observed", ""):
+        table.add_column(col)
+    for r in v.rows:
+        table.add_row(r.what, escape(r.expected), escape(r.observed), _ok(r.ok))
+    console.print(table)
+    for why in v.scenario.expected.why:
+        console.print(f"  [dim]source: {escape(why)}[/]")
+
+
+def _short_path(w: WriteNote) -> str:
+    """The deciding path in a few words: the functions with their returns, or the inference."""
+    funcs = [s for s in w.path if not s.func.startswith("sys_") and s.func != "sock_send_length"]
+    if funcs:
+        return " → ".join(f"{s.func}" + (f" {s.to_json()['ret_name']}" if s.ret is not None else "") for s in funcs)
+    return w.decision.split(" (observed")[0]
+
+
+def matrix(rows, console: Console | None = None) -> None:
+    """--scenario all: one row per scenario: each write's and read's result and the deciding path."""
+    console = console or out_console()
+    if rows:
+        rec = rows[0][0].recording
+        console.print(f"[bold]trace-halfclose --scenario all[/] on Linux {rec.kernel}, backend {rec.backend}, "
+                      f"{rec.family}")
+    table = Table(show_lines=True, header_style="bold")
+    for col in ("scenario", "observed (expected)", "deciding path", "RST sent by", "SIGPIPE", "verdict"):
+        table.add_column(col)
+    for tl, v in rows:
+        results, paths = [], []
+        by = {r.what: r for r in v.rows}
+        for w in [*tl.reads, *[w for w in tl.writes if w.index >= 1]]:
+            row = by.get("read" if w.op == "read" else f"write {w.index}")
+            got = w.killed_by or (str(w.ret) if w.ret >= 0 else w.errno)
+            exp = f" ({row.expected})" if row and row.expected != ("success" if w.ret >= 0 else got) else ""
+            results.append(f"{w.op} {w.index}: {got}{exp}")
+            paths.append(f"{w.op} {w.index}: {_short_path(w)}")
+        rst = by.get("RST sent by") or by.get("RST")
+        sig = by.get("SIGPIPE")
+        status = {"match": "[green]match[/]", "mismatch": "[red]MISMATCH[/]"}.get(v.status, f"[yellow]{v.status}[/]")
+        table.add_row(f"[bold]{v.scenario.name}[/]\n[dim]{escape(v.scenario.title)}[/]", "\n".join(results),
+                      escape("\n".join(paths)), escape(rst.observed if rst else ""), escape(sig.observed if sig else ""),
+                      status)
     console.print(table)
 
 

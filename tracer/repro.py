@@ -19,6 +19,7 @@ from typing import Callable, Protocol
 from .errors import UserError
 from .events import Event, Kind
 from .recording import Recording, UserMark, WriteResult
+from . import scenarios
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,14 +27,16 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 class EventSource(Protocol):
     def trace_netns(self, inum: int) -> None: ...
     def trace_client(self, pid: int, server_port: int) -> None: ...
-    def begin_writes(self) -> None: ...
-    def end_writes(self) -> None: ...
+    def begin_client_io(self) -> None: ...
+    def end_client_io(self) -> None: ...
     def poll(self, timeout_ms: int = 0) -> list[Event]: ...
     def lost(self) -> int: ...
 
 
 @dataclass(frozen=True)
 class ReproOptions:
+    scenario: str = "close"
+    ipv6: bool = False
     writes: int = 2
     delay: float = 0.0  # extra pause after CLOSE_WAIT, as the article's sleep(5)
     gap: float = 0.1  # between writes, so the RST of write 1 can arrive
@@ -44,10 +47,11 @@ class ReproOptions:
 class ReproChild:
     """The child process and its line protocol (see repro_child.py)."""
 
-    def __init__(self, port: int, timeout: float):
-        self.timeout = timeout
+    def __init__(self, opts: "ReproOptions"):
+        self.timeout = opts.step_timeout
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracer.repro_child", str(port)],
+            [sys.executable, "-m", "tracer.repro_child", str(opts.port), opts.scenario]
+            + (["--ipv6"] if opts.ipv6 else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -85,14 +89,20 @@ class ReproChild:
                 self.proc.wait()
 
 
-def _close_wait_code(rec: Recording) -> int:
-    return next(k for k, v in rec.state_names.items() if v == "CLOSE_WAIT")
+def _state_code(rec: Recording, name: str) -> int:
+    return next(k for k, v in rec.state_names.items() if v == name)
 
 
-def _saw_close_wait(e: Event, rec: Recording, close_wait: int) -> bool:
+def _client_reached(e: Event, rec: Recording, state: int) -> bool:
+    """The client's socket entered `state` (a transition seen on its ports)."""
     if e.sport != rec.client_port or e.dport != rec.server_port:
         return False
-    return e.kind in (Kind.SET_STATE, Kind.TCP_FIN_RETURN) and e.state == close_wait
+    return e.kind == Kind.SET_STATE and e.state == state
+
+
+def _result(msg: dict) -> WriteResult:
+    return WriteResult(msg["index"], msg["size"], msg["ret"], msg["errno"], msg["t_start_ns"], msg["t_end_ns"],
+                       msg.get("killed_by"))
 
 
 def run(
@@ -102,7 +112,9 @@ def run(
     progress: Callable[[str], None] = lambda _: None,
 ) -> Recording:
     """Drive the reproduction; fills rec's marks, writes and events."""
-    child = ReproChild(opts.port, opts.step_timeout)
+    sc = scenarios.get(opts.scenario)
+    rec.scenario, rec.family = sc.name, "ipv6" if opts.ipv6 else "ipv4"
+    child = ReproChild(opts)
     try:
         ready = child.expect("ready")
         source.trace_netns(ready["netns"])
@@ -113,34 +125,48 @@ def run(
         conn = child.expect("connected")
         rec.client_port = conn["client_port"]
         rec.marks.append(UserMark("client connected (connect(2) returned, server accepted)", conn["t_ns"]))
+        if sc.unread:
+            source.begin_client_io()
+            child.send("presend")
+            rec.writes.append(_result(child.expect("write")))
+            source.end_client_io()
+            rec.marks.append(UserMark("the server does not read these bytes", rec.writes[-1].t_end_ns))
 
         child.send("close")
         closed = child.expect("server_closed")
-        rec.marks.append(UserMark("server called close(2) on its connection", closed["t_ns"]))
+        how = {"close": "close(2)", "linger0": "close(2) with SO_LINGER {on, 0}",
+               "shutdown-wr": "shutdown(SHUT_WR)", "shutdown-rdwr": "shutdown(SHUT_RDWR)"}[closed["how"]]
+        rec.marks.append(UserMark(f"server called {how} on its connection", closed["t_ns"]))
 
-        progress("waiting for the FIN to reach the client (CLOSE_WAIT)")
-        close_wait = _close_wait_code(rec)
+        progress(f"waiting for the client's socket to reach {sc.wait_for}")
+        want = _state_code(rec, sc.wait_for)
         deadline = time.monotonic() + opts.step_timeout
-        while not any(_saw_close_wait(e, rec, close_wait) for e in rec.events):
+        while not any(_client_reached(e, rec, want) for e in rec.events):
             if time.monotonic() > deadline:
                 raise UserError(
-                    "the client's move to CLOSE_WAIT was not observed within "
+                    f"the client's move to {sc.wait_for} was not observed within "
                     f"{opts.step_timeout:.0f} s, so the writes were not started",
-                    "check that sock:inet_sock_set_state or tcp_fin can be traced (`trace-halfclose doctor`)",
+                    "check that sock:inet_sock_set_state can be traced (`trace-halfclose doctor`)",
                 )
             rec.events += source.poll(50)
 
         _collect_for(source, rec, opts.delay)
-        source.begin_writes()
+        source.begin_client_io()
+        if sc.read_first:
+            progress("read")
+            child.send("read")
+            rec.reads.append(_result(child.expect("read")))
+            _collect_for(source, rec, opts.gap)
         for i in range(1, opts.writes + 1):
             progress(f"write {i}")
             child.send(f"write {i}")
-            w = child.expect("write")
-            rec.writes.append(
-                WriteResult(w["index"], w["size"], w["ret"], w["errno"], w["t_start_ns"], w["t_end_ns"])
-            )
+            rec.writes.append(_result(child.expect("write")))
             _collect_for(source, rec, opts.gap)
-        source.end_writes()
+            if rec.writes[-1].killed_by:
+                rec.marks.append(UserMark(f"the client was killed by {rec.writes[-1].killed_by}",
+                                          rec.writes[-1].t_end_ns))
+                break
+        source.end_client_io()
     finally:
         child.close()
     _collect_for(source, rec, 0.05)

@@ -1,14 +1,16 @@
-"""The reproduction's process: a server and a client in a private network namespace.
+"""The reproduction's processes: a server and a client in a private network namespace.
 
-Run by tracer/repro.py as `python -m tracer.repro_child PORT`, it takes one
-command per line on stdin and answers with one JSON object per line on stdout,
-so the tracer decides when each step happens (after it has seen the FIN, for
-instance) and this process never sleeps blindly. It needs root (unshare).
+Run by tracer/repro.py as `python -m tracer.repro_child PORT SCENARIO [--ipv6]`.
+It takes one command per line on stdin and answers with one JSON object per
+line on stdout, so the tracer decides when each step happens (after it has
+seen the FIN, for instance) and nothing here sleeps blindly. Needs root.
 
-It is the article's program in Python: SIGPIPE is ignored and every write is
-a plain write(2) through os.write.
+This process is the server. The client is a child process of its own, so a
+scenario where SIGPIPE kills the writer kills only the client, and the
+server reports how it died. The client is the article's program in Python:
+plain write(2) (os.write), SIGPIPE ignored unless the scenario says not.
 
-Commands: connect | close | write INDEX | exit
+Commands: connect | presend | close | read | write INDEX | exit
 """
 from __future__ import annotations
 
@@ -17,15 +19,19 @@ import errno
 import fcntl
 import json
 import os
+import select
 import signal
 import socket
 import struct
 import sys
 import time
 
+from .scenarios import SCENARIOS, Scenario
+
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 PAYLOADS = [b"hello\n", b"world\n", b"again\n"]
+UNREAD = b"unread\n"
 
 
 def say(**kw) -> None:
@@ -50,50 +56,142 @@ def enter_private_netns() -> int:
     return os.stat("/proc/self/ns/net").st_ino
 
 
+def errname(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno, str(exc.errno))
+
+
+# --- the client process ---------------------------------------------------------
+
+
+def client_main(ctl: socket.socket, sc: Scenario, family: int, addr: str, port: int) -> None:
+    """Serve the server's commands over ctl, one JSON line each way."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL if sc.sigpipe_default else signal.SIG_IGN)
+    f = ctl.makefile("rw")
+    sock = None
+    for line in f:
+        cmd = line.split()
+        if cmd[0] == "connect":
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            t = now()
+            sock.connect((addr, port))
+            reply = {"t_ns": t, "client_port": sock.getsockname()[1]}
+        elif cmd[0] in ("write", "presend"):
+            index = int(cmd[1]) if cmd[0] == "write" else 0
+            data = UNREAD if cmd[0] == "presend" else PAYLOADS[(index - 1) % len(PAYLOADS)]
+            t0 = now()
+            try:
+                if sc.nosignal:
+                    ret, err = sock.send(data, socket.MSG_NOSIGNAL), None
+                else:
+                    ret, err = os.write(sock.fileno(), data), None
+            except OSError as exc:
+                ret, err = -1, errname(exc)
+            reply = {"index": index, "size": len(data), "ret": ret, "errno": err, "t_start_ns": t0, "t_end_ns": now()}
+        elif cmd[0] == "read":
+            t0 = now()
+            try:
+                ret, err = len(os.read(sock.fileno(), 4096)), None
+            except OSError as exc:
+                ret, err = -1, errname(exc)
+            reply = {"index": 1, "size": 4096, "ret": ret, "errno": err, "t_start_ns": t0, "t_end_ns": now()}
+        else:  # exit
+            break
+        f.write(json.dumps(reply) + "\n")
+        f.flush()
+    os._exit(0)
+
+
+# --- the server (this process) ------------------------------------------------------
+
+
+class Server:
+    def __init__(self, sc: Scenario, ipv6: bool, port: int):
+        self.sc = sc
+        self.family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        self.addr = "::1" if ipv6 else "127.0.0.1"
+        self.port = port
+        self.listener = socket.socket(self.family, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((self.addr, port))
+        self.listener.listen(1)
+        self.conn = None
+
+    def close(self) -> None:
+        """The scenario's way of closing the server's end."""
+        if self.sc.unread:
+            # The client's bytes must be in the receive queue, unread, before the close.
+            select.select([self.conn], [], [], 5)
+        if self.sc.server == "shutdown-wr":
+            self.conn.shutdown(socket.SHUT_WR)
+        elif self.sc.server == "shutdown-rdwr":
+            self.conn.shutdown(socket.SHUT_RDWR)
+        else:
+            if self.sc.server == "linger0":
+                self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.conn.close()
+        self.listener.close()
+
+
 def main(argv: list[str]) -> int:
-    port = int(argv[1]) if len(argv) > 1 else 9999
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as the article: the write reports EPIPE
+    port, name = int(argv[1]), argv[2]
+    sc = SCENARIOS[name]
     try:
         netns = enter_private_netns()
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", port))
-        listener.listen(1)
+        server = Server(sc, "--ipv6" in argv, port)
     except OSError as exc:
         say(ev="error", message=str(exc))
         return 1
-    say(ev="ready", netns=netns, pid=os.getpid(), server_port=port)
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        client_main(theirs, sc, server.family, server.addr, port)
+    theirs.close()
+    ctl = ours.makefile("rw")
+    say(ev="ready", netns=netns, pid=pid, server_port=port, family="ipv6" if "--ipv6" in argv else "ipv4")
 
-    client = server = None
+    def ask(cmd: str) -> dict | None:
+        """A command to the client; None when the client died (then say how)."""
+        try:
+            ctl.write(cmd + "\n")
+            ctl.flush()
+            line = ctl.readline()
+        except OSError:
+            line = ""
+        return json.loads(line) if line else None
+
+    def died() -> str:
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            return signal.Signals(os.WTERMSIG(status)).name
+        return f"exit {os.WEXITSTATUS(status)}"
+
     for line in sys.stdin:
         cmd = line.split()
         if not cmd:
             continue
         if cmd[0] == "connect":
-            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            t = now()
-            client.connect(("127.0.0.1", port))
-            server, _ = listener.accept()
-            say(ev="connected", t_ns=t, client_port=client.getsockname()[1])
+            r = ask("connect")
+            server.conn, _ = server.listener.accept()
+            say(ev="connected", **r)
         elif cmd[0] == "close":
             t = now()
             server.close()
-            listener.close()
-            say(ev="server_closed", t_ns=t)
-        elif cmd[0] == "write":
-            index = int(cmd[1])
-            data = PAYLOADS[(index - 1) % len(PAYLOADS)]
-            t0 = now()
-            try:
-                ret, err = os.write(client.fileno(), data), None
-            except OSError as exc:
-                ret, err = -1, errno.errorcode.get(exc.errno, str(exc.errno))
-            t1 = now()
-            say(ev="write", index=index, size=len(data), ret=ret, errno=err, t_start_ns=t0, t_end_ns=t1)
+            say(ev="server_closed", t_ns=t, how=sc.server)
+        elif cmd[0] in ("write", "presend", "read"):
+            t = now()
+            r = ask(line.strip())
+            if r is None:
+                r = {"index": int(cmd[1]) if cmd[0] == "write" else 0, "size": 6, "ret": -1, "errno": None,
+                     "t_start_ns": t, "t_end_ns": now(), "killed_by": died()}
+            say(ev="read" if cmd[0] == "read" else "write", **r)
         elif cmd[0] == "exit":
             break
-    if client:
-        client.close()
+    ask("exit")
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # already reaped by died()
+        pass
     return 0
 
 

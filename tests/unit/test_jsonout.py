@@ -106,7 +106,8 @@ def test_kernel_events_are_kernel_lines(out, rec):
 
 def test_summary_matches_the_writes_and_event_count(out, rec):
     s = out[-1]
-    assert s["writes"] == [{"index": w.index, "ret": w.ret, "errno": w.errno} for w in rec.writes]
+    assert s["writes"] == [{"index": w.index, "ret": w.ret, "errno": w.errno, "killed_by": w.killed_by}
+                           for w in rec.writes]
     assert s["events"] == len(rec.events)
     assert s["lost_events"] == rec.lost_events
 

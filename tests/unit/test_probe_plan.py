@@ -89,7 +89,8 @@ def test_inlined_tcp_fin_is_left_out_not_fatal():
 def test_missing_state_tracepoint_is_listed_as_missing():
     plan = plan_for("kprobe", view(tracepoints=ALL_TPS - {STATE_TP}))
     assert STATE_TP in plan.missing
-    assert not [n for n in plan.attached_names() if n.startswith("tracepoint:")]
+    assert f"tracepoint:{STATE_TP}" not in plan.attached_names()
+    assert "-DHC_STATE_TRACEPOINT" not in plan.defines()
 
 
 def test_kretprobes_for_every_function_whose_return_is_an_event():

@@ -1,0 +1,112 @@
+"""A scenario's observed results beside the ones its kernel-source reading
+predicts (tracer/scenarios.py). Pure: works on an annotated Timeline.
+
+A row is ok=True (matches), False (contradicts), or None (this backend or
+kernel cannot see it: neither counted as a match nor as a mismatch).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .annotate import Timeline, WriteNote
+from .events import Kind
+from .scenarios import SCENARIOS, Scenario
+
+
+@dataclass(frozen=True)
+class Row:
+    what: str
+    expected: str
+    observed: str
+    ok: bool | None
+
+    def to_json(self) -> dict:
+        return {"what": self.what, "expected": self.expected, "observed": self.observed, "ok": self.ok}
+
+
+@dataclass(frozen=True)
+class ScenarioVerdict:
+    scenario: Scenario
+    rows: tuple[Row, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok is not False for r in self.rows)
+
+    @property
+    def status(self) -> str:
+        if not self.ok:
+            return "mismatch"
+        return "match" if all(r.ok for r in self.rows) else "match (partly observable)"
+
+
+def _result(w: WriteNote) -> str:
+    if w.killed_by:
+        return w.killed_by
+    return "success" if w.ret >= 0 else (w.errno or "?")
+
+
+def _expected_result(e: str | None) -> str:
+    return "success" if e is None else e
+
+
+def observed_rst_sender(tl: Timeline) -> str | None:
+    """Who sent the RST, from the traced sender path (not guessed): None if no RST was sent."""
+    for n in (x for x in tl.items if hasattr(x, "values")):
+        if n.values.get("rst_sender"):
+            return n.values["rst_sender"]
+    return None
+
+
+def _rst_observable(tl: Timeline) -> bool:
+    rec = tl.recording
+    probes = " ".join(rec.attached)
+    return any(f in probes for f in ("tcp_v4_send_reset", "tcp_v6_send_reset", "tcp:tcp_send_reset"))
+
+
+def check(tl: Timeline) -> ScenarioVerdict:
+    sc = SCENARIOS[tl.recording.scenario]
+    exp = sc.expected
+    rows: list[Row] = []
+    writes = [w for w in tl.writes if w.index >= 1]
+    for w in writes:
+        if w.index > len(exp.writes):
+            break
+        want = _expected_result(exp.writes[w.index - 1])
+        got = _result(w)
+        rows.append(Row(f"write {w.index}", want, got, got == want))
+    if exp.read is not None:
+        r = tl.reads[0] if tl.reads else None
+        got = "not run" if r is None else (str(r.ret) if r.ret >= 0 else r.errno or "?")
+        rows.append(Row("read", exp.read, got, got == exp.read))
+
+    sender = observed_rst_sender(tl)
+    client_reset = any(getattr(n, "side", "") == "client" and n.event.kind in (Kind.TCP_RESET, Kind.RESET_TP)
+                       for n in tl.items if hasattr(n, "event"))
+    if exp.rst_from is None:
+        rows.append(Row("RST", "none", "none" if not (sender or client_reset) else (sender or "an RST arrived"),
+                        not (sender or client_reset)))
+    elif sender:
+        rows.append(Row("RST sent by", exp.rst_from, sender, sender == exp.rst_from))
+    else:
+        rows.append(Row("RST sent by", exp.rst_from, "not observed",
+                        None if not _rst_observable(tl) else False))
+
+    signal_tp = any("signal_generate" in p for p in tl.recording.attached)
+    sigs = [n for n in tl.items if hasattr(n, "event") and n.event.kind == Kind.SIGNAL
+            and n.values.get("signal") == "SIGPIPE"]
+    if not signal_tp:
+        rows.append(Row("SIGPIPE", exp.sigpipe, "not observable here", None))
+    else:
+        epipes = sum(1 for w in writes if w.errno == "EPIPE" or w.killed_by == "SIGPIPE")
+        if exp.sigpipe == "none":
+            got, ok = ("none" if not sigs else f"{len(sigs)} generated"), not sigs
+        elif exp.sigpipe == "kills":
+            got = "kills" if any(w.killed_by == "SIGPIPE" for w in writes) and any(
+                n.values["result"] == "delivered" for n in sigs) else f"{len(sigs)} generated, writer lived"
+            ok = got == "kills"
+        else:  # ignored: one per EPIPE write, none delivered
+            ok = len(sigs) == epipes and all(n.values["result"] == "ignored" for n in sigs)
+            got = "ignored" if ok else f"{len(sigs)} generated for {epipes} EPIPE writes"
+        rows.append(Row("SIGPIPE", exp.sigpipe, got, ok))
+    return ScenarioVerdict(sc, tuple(rows))
