@@ -12,6 +12,9 @@ SCENARIOS = {
     "fentry_json": {"args": ["--backend", "fentry", "--writes", "3", "--json"]},
     "tracepoint_json": {"args": ["--backend", "tracepoint", "--writes", "3", "--json"]},
     "doctor_json": {"args": ["doctor", "--json"]},
+    # Every scenario under one loaded program, judged against the source (--check), and over IPv6.
+    "all_json": {"args": ["--scenario", "all", "--check", "--json"]},
+    "all_ipv6_json": {"args": ["--scenario", "all", "--ipv6", "--check", "--json"]},
     # Ctrl-C while attached: probes and the reproduction's process must go away.
     "sigint": {"sigint": ["--delay", "30"]},
 }

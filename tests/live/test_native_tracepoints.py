@@ -138,3 +138,26 @@ def test_ctrl_c_detaches_and_stops_the_reproduction():
     assert "interrupted" in err and "Traceback" not in err
     left = subprocess.run(["pgrep", "-f", "tracer.repro_child"], capture_output=True, text=True)
     assert left.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("family", [[], ["--ipv6"]], ids=["ipv4", "ipv6"])
+def test_every_scenario_matches_natively(family):
+    """All scenarios on this kernel with whatever backend auto picks, judged by --check."""
+    require(os.geteuid() == 0, "needs root")
+    p = tool("--scenario", "all", "--check", "--json", *family, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr
+    objs = [json.loads(x) for x in p.stdout.splitlines()]
+    verdicts = [o for o in objs if o["type"] == "scenario"]
+    assert len(verdicts) == 8 and all(v["ok"] for v in verdicts)
+
+
+def test_claims_natively(native):
+    """On the tracepoint backend the path claims cannot be observed and must say so."""
+    c = {o["id"]: o for o in native if o["type"] == "claim"}
+    assert c["sendmsg-file"]["verdict"] == "refuted"
+    assert c["close-wait-no-error"]["verdict"] == "verified"
+    assert c["packet-sequence"]["verdict"] == "verified"
+    if native[0]["backend"] == "tracepoint":
+        assert c["second-write-error-path"]["verdict"] == "not-observed"
+        assert c["epipe-condition"]["verdict"] == "not-observed"
+    assert all(x["as_expected"] for x in c.values())

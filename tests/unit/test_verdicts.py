@@ -1,0 +1,88 @@
+"""Scenario verdicts on recorded --scenario all runs: every scenario matches
+its source prediction, and a changed outcome is reported as a mismatch."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tracer.annotate import annotate
+from tracer.cli import main
+from tracer.events import Kind
+from tracer.recording import Recording, WriteResult
+from tracer.scenarios import ORDER, SCENARIOS
+from tracer.verdicts import check
+
+DATA = Path(__file__).parent / "data"
+FILES = {"kprobe": DATA / "debian-6.1.0-56-kprobe-all.jsonl", "tracepoint": DATA / "native-6.18-tracepoint-all.jsonl"}
+
+
+@pytest.fixture(params=list(FILES))
+def recs(request) -> list[Recording]:
+    return Recording.load_all(FILES[request.param])
+
+
+def test_recordings_hold_every_scenario(recs):
+    assert [r.scenario for r in recs] == list(ORDER)
+
+
+def test_every_scenario_matches(recs):
+    for rec in recs:
+        v = check(annotate(rec))
+        assert v.ok, (rec.scenario, v.rows)
+
+
+def test_kprobes_see_everything(recs):
+    if recs[0].backend != "kprobe":
+        pytest.skip("tracepoint recording")
+    for rec in recs:
+        assert check(annotate(rec)).status == "match", rec.scenario
+
+
+def test_expectations_cite_their_source():
+    for sc in SCENARIOS.values():
+        assert sc.expected.why and all(".c" in w or ".h" in w for w in sc.expected.why), sc.name
+
+
+def test_changed_write_result_is_a_mismatch(recs):
+    rec = recs[0]  # close
+    rec = dataclasses.replace(rec, writes=[dataclasses.replace(w, ret=6, errno=None) if w.index == 2 else w
+                                           for w in rec.writes])
+    v = check(annotate(rec))
+    assert not v.ok
+    row = next(r for r in v.rows if r.what == "write 2")
+    assert (row.expected, row.observed, row.ok) == ("EPIPE", "success", False)
+
+
+def test_missing_rst_sender_is_a_mismatch_when_it_could_be_seen(recs):
+    rec = recs[0]
+    rec = dataclasses.replace(rec, events=[e for e in rec.events if e.kind not in (Kind.SEND_RESET, Kind.ACTIVE_RESET)])
+    row = next(r for r in check(annotate(rec)).rows if r.what == "RST sent by")
+    assert row.ok is False and row.observed == "not observed"
+
+
+def test_unexpected_sigpipe_is_a_mismatch(recs):
+    rec = next(r for r in recs if r.scenario == "nosignal")
+    sig = next(e for e in Recording.load_all(FILES["tracepoint"])[0].events if e.kind == Kind.SIGNAL)
+    rec = dataclasses.replace(rec, events=[*rec.events, dataclasses.replace(sig, pid=rec.client_pid)])
+    row = next(r for r in check(annotate(rec)).rows if r.what == "SIGPIPE")
+    assert row.ok is False
+
+
+def test_replay_check_exit_status(tmp_path, recs):
+    path = tmp_path / "all.jsonl"
+    with open(path, "w") as f:
+        for r in recs:
+            r.dump(f)
+    ok = CliRunner().invoke(main, ["replay", "--check", str(path)])
+    assert ok.exit_code == 0, ok.output
+    bad = recs[0]
+    bad = dataclasses.replace(bad, writes=[dataclasses.replace(w, ret=6, errno=None) if w.index == 2 else w
+                                           for w in bad.writes])
+    with open(path, "w") as f:
+        bad.dump(f)
+    res = CliRunner().invoke(main, ["replay", "--check", str(path)])
+    assert res.exit_code == 1
+    assert "MISMATCH" in res.output
