@@ -245,7 +245,7 @@ int reset_enter(struct pt_regs *ctx)
 	return hc_enter(HC_TCP_RESET, (void *)PT_REGS_PARM1(ctx), 0, 0);
 }
 
-/* void tcp_done_with_error(struct sock *sk, int err): 6.10+, backported to 6.1.103 and 6.6.44 */
+/* void tcp_done_with_error(struct sock *sk, int err): mainline 6.11, in stable 6.10.y, 6.6.44, 6.1.103 */
 int done_with_error_enter(struct pt_regs *ctx)
 {
 	return hc_enter(HC_DONE_WITH_ERROR, (void *)PT_REGS_PARM1(ctx), (s64)(int)PT_REGS_PARM2(ctx), 0);

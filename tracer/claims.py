@@ -271,7 +271,7 @@ CLAIMS = (
           "6.1, 6.12", "dynamic", _peer_rst, lambda tl: VERIFIED),
     Claim("reset-sets-epipe",
           "The kernel's tcp_reset handler sets sk->sk_err = EPIPE for the client socket in CLOSE_WAIT state.",
-          "tcp_reset, tcp_done_with_error (net/ipv4/tcp_input.c; the latter since 6.10, in 6.1.103+ and 6.6.44+)",
+          "tcp_reset, tcp_done_with_error (net/ipv4/tcp_input.c; the latter in mainline 6.11, stable 6.10.y, 6.6.44+ and 6.1.103+)",
           "dynamic", _who_wrote_sk_err, _expected_who_wrote),
     Claim("reset-calls-tcp-done", "... and eventually calls tcp_done, which disables further sending.",
           "tcp_done (net/ipv4/tcp.c): tcp_set_state(TCP_CLOSE), sk_shutdown = SHUTDOWN_MASK; 6.1, 6.12",

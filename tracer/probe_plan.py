@@ -28,7 +28,7 @@ FUNCTIONS = (
     FuncProbe("sk_stream_error", "stream_error_enter", "stream_error_return", False),
     FuncProbe("tcp_reset", "reset_enter", None, True),
     FuncProbe("tcp_done_with_error", "done_with_error_enter", None, False,
-              "since 6.10 (in stable 6.1.103+, 6.6.44+); before, tcp_reset wrote sk_err itself"),
+              "mainline 6.11, stable 6.10.y, 6.6.44+, 6.1.103+; before, tcp_reset wrote sk_err itself"),
     FuncProbe("tcp_done", "done_enter", "done_return", True),
     FuncProbe("tcp_fin", "fin_enter", "fin_return", False),
     # Who sent the RST, and reads (scenarios that read).

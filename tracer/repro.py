@@ -47,8 +47,12 @@ class ReproOptions:
 class ReproChild:
     """The child process and its line protocol (see repro_child.py)."""
 
+    # How long the child may take to answer: Python starting in a software-emulated VM
+    # under load can take seconds (kernel events keep the shorter step_timeout).
+    ANSWER_TIMEOUT = 60.0
+
     def __init__(self, opts: "ReproOptions"):
-        self.timeout = opts.step_timeout
+        self.timeout = max(opts.step_timeout, self.ANSWER_TIMEOUT)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tracer.repro_child", str(opts.port), opts.scenario]
             + (["--ipv6"] if opts.ipv6 else []),

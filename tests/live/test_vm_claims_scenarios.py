@@ -3,7 +3,7 @@
 Expected verdicts follow the kernel source (Linux 6.1.192 and 6.12.117,
 docs/kernel-source.md): tcp_sendmsg_locked lives in net/ipv4/tcp.c; in state
 CLOSE it fails in sk_stream_wait_connect (net/core/stream.c), not at the
-sk_err check; tcp_done_with_error (6.10+, backported to 6.1.103) stores
+sk_err check; tcp_done_with_error (mainline 6.11, backported to 6.1.103) stores
 sk_err for tcp_reset; the closed server answers data from a timewait socket
 (tcp_timewait_state_process, net/ipv4/tcp_minisocks.c).
 """

@@ -81,7 +81,7 @@ def test_tracepoint_backend_says_not_observed_for_paths(tp):
 
 
 def test_kernel_without_tcp_done_with_error_verifies_the_articles_sk_err_claim(kp):
-    """Derived: a pre-6.10 kernel (no backport) has no tcp_done_with_error: tcp_reset stores sk_err itself."""
+    """Derived: a kernel before 6.11 without the stable backport has no tcp_done_with_error: tcp_reset stores sk_err itself."""
     rec = dataclasses.replace(
         kp,
         events=[e for e in kp.events if e.kind != Kind.DONE_WITH_ERROR],
