@@ -112,7 +112,7 @@ def test_human_output_carries_the_same_facts(vm_run):
     out = res["stdout"]
     assert "write 1 (6 bytes) → 6" in out
     assert "write 2 (6 bytes) → -1 EPIPE" in out
-    assert "write 3" not in out  # the default is the article's two writes
+    assert "write 3 (" not in out  # the default is the article's two writes
     assert "tcp_reset" in out and "CLOSE_WAIT" in out
     assert "Traceback" not in res["stderr"]
 
