@@ -8,7 +8,9 @@
  * in as a -D macro:
  *   OFF_SKC_STATE, OFF_SK_ERR, OFF_SKC_NUM, OFF_SKC_DPORT, OFF_SKC_NET,
  *   OFF_NET_INUM, and OFF_SK_SHUTDOWN with SK_SHUTDOWN_SHIFT/SK_SHUTDOWN_MASK
- *   (sk_shutdown was a 2-bit bitfield before it became a u8).
+ *   (sk_shutdown was a 2-bit bitfield before it became a u8); for packets
+ *   OFF_SKB_HEAD, OFF_SKB_NETWORK_HEADER, OFF_SKB_DEV, OFF_DEV_NET, and
+ *   OFF_TW_SUBSTATE for a timewait socket (tracer/offsets.py lists them all).
  *
  * No maps here: bcc rewrites map calls (map.lookup()) only in the main
  * source file, so the filter and the ring buffer live there.
