@@ -15,14 +15,19 @@ from .errors import UserError
 
 EPILOG = """\b
 Examples:
-  sudo trace-halfclose                  the article: two writes after the server closed
-  sudo trace-halfclose --writes 3       a third write shows the other EPIPE path
-  sudo trace-halfclose --json | jq .    NDJSON for machines (see README)
-  sudo trace-halfclose --record r.jsonl then `trace-halfclose replay r.jsonl` anywhere
-  sudo trace-halfclose vm               on a kernel without kprobes: boot a distro kernel
-  trace-halfclose doctor                what this machine can trace, with remedies
+  sudo trace-halfclose                     the article: two writes after the server closed
+  sudo trace-halfclose --writes 3          a third write shows the other EPIPE path
+  sudo trace-halfclose --scenario all      every variant, observed beside the source's prediction
+  sudo trace-halfclose --check             exit 1 unless the kernel did what its source says
+  sudo trace-halfclose --json | jq .       NDJSON for machines (see README)
+  sudo trace-halfclose --record r.jsonl    then `trace-halfclose replay r.jsonl` anywhere
+  sudo trace-halfclose vm                  boot a distro kernel with kprobes and run it there
+  trace-halfclose scenarios                the scenarios and what the source predicts
+  sudo trace-halfclose doctor              what this machine can trace, with remedies
 
-Needs root, bcc (python3-bpfcc), headers of the running kernel, and kprobes.
+Needs root, bcc (python3-bpfcc) and headers of the running kernel. kprobes or
+fentry show every function on the path; with tracepoints only, the branch
+inside tcp_sendmsg_locked is inferred and marked so.
 """
 
 
@@ -83,15 +88,10 @@ def _show(recs, as_json: bool, check: bool) -> None:
         sys.exit(1)
 
 
-def _scenario_help() -> str:
-    from .scenarios import SCENARIOS
-
-    return "; ".join(f"{s.name}: {s.title}" for s in SCENARIOS.values())
-
-
 @main.command(epilog=EPILOG)
 @click.option("--scenario", default="close", show_default=True, metavar="NAME|all",
-              help="Which variant of the half-close to run, or `all` for a matrix of every one. " + _scenario_help())
+              help="Which variant of the half-close to run (`trace-halfclose scenarios` lists them), "
+                   "or `all` for a matrix of every one.")
 @click.option("--ipv6", is_flag=True, help="The same over IPv6 (::1).")
 @click.option("--writes", type=click.IntRange(1, 10), default=None,
               help="How many write(2) calls the client makes once the peer closed "
@@ -169,6 +169,21 @@ def replay(recording, as_json, check) -> None:
 
 
 @main.command()
+def scenarios() -> None:
+    """List the scenarios: what each does and what the kernel source predicts."""
+    from .scenarios import SCENARIOS
+
+    for sc in SCENARIOS.values():
+        exp = sc.expected
+        writes = ", ".join("success" if w is None else w for w in exp.writes)
+        click.echo(f"{sc.name}: {sc.title}")
+        click.echo(f"    writes: {writes}" + (f"; read: {exp.read}" if exp.read else "")
+                   + f"; RST from: {exp.rst_from or 'none'}; SIGPIPE: {exp.sigpipe}")
+        for why in exp.why:
+            click.echo(f"    - {why}")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per check, then a verdict line.")
 def doctor(as_json) -> None:
     """Check what this machine can trace: root, bcc, headers, tracefs, BTF,
@@ -233,6 +248,84 @@ def vm(kernel, kvm, cpus, memory, args) -> None:
         sys.exit(130)
     spinner.stop()
     sys.exit(code)
+
+
+@main.command(context_settings={"allow_interspersed_args": False})
+@click.option("--pid", "pids", type=int, multiple=True, metavar="PID",
+              help="Watch this process (repeatable). The watch ends when all are gone.")
+@click.option("--comm", metavar="NAME", help="Watch tasks with this name (as ps -o comm shows it).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Watch connections with this local or remote port.")
+@click.option("--duration", type=click.FloatRange(0, min_open=True), metavar="SECONDS", help="Stop after SECONDS.")
+@click.option("--json", "as_json", is_flag=True,
+              help="NDJSON on stdout (the core's schema, plus connections; see README). A command's stdout "
+                   "goes to stderr.")
+@click.option("--record", type=click.Path(dir_okay=False, writable=True),
+              help="Also save the raw events to FILE, for `trace-halfclose watch --replay FILE`.")
+@click.option("--replay", "replay_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Annotate a watch saved with --record (no root, no BPF needed).")
+@click.option("--backend", type=click.Choice(["auto", "kprobe", "fentry", "tracepoint"]), default="auto",
+              show_default=True, help="How to trace, as for the reproduction.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def watch(pids, comm, port, duration, as_json, record, replay_file, backend, command) -> None:
+    """Annotate the writes of any program: every write, send, sendto, sendmsg
+    and writev on a watched TCP socket, with the kernel path of its result, and
+    the socket's FIN, RST, sk_err and close, connection by connection.
+
+    The filters are applied in the kernel; they combine (all must match). With
+    a COMMAND (after --) the probes are attached first, then the command starts;
+    it and its new processes are watched, and the watch ends when it exits.
+    Otherwise it runs until Ctrl-C or --duration.
+
+    \b
+      sudo trace-halfclose watch --port 9999            e.g. the article's ./a.out against ncat -l 9999
+      sudo trace-halfclose watch -- ./a.out
+      sudo trace-halfclose watch --comm a.out --json
+      sudo trace-halfclose vm -- watch --port 9999 -- sh -c 'ncat -l 9999 & sleep 1; ./a.out'
+    """
+    from . import render
+    from .watch_annotate import WatchRecording, show
+
+    if as_json:
+        from .jsonout import WatchJson
+
+        sink = WatchJson(sys.stdout)
+    else:
+        sink = render.WatchConsole()
+    if replay_file:
+        if pids or comm or port or command or duration or record:
+            _fail(UserError("--replay takes no filter, command, --duration or --record",
+                            "trace-halfclose watch --replay FILE [--json]"))
+        try:
+            wrec = WatchRecording.load(replay_file)
+        except (OSError, ValueError) as exc:
+            _fail(UserError(f"cannot read {replay_file}: {exc}", "give a file written by `trace-halfclose watch --record`"))
+        show(wrec, sink)
+        return
+    from .watch import WatchOptions, run
+
+    opts = WatchOptions(tuple(pids), comm, port, tuple(command), duration, backend, command_to_stderr=as_json)
+    try:
+        out = open(record, "w", encoding="utf-8") if record else None
+    except OSError as exc:
+        _fail(UserError(f"cannot write {record}: {exc.strerror}", "give a writable path"))
+    spinner = render.Spinner("checking the kernel, then bcc compiles the BPF programs")
+
+    def ready(msg: str) -> None:
+        spinner.stop()
+        render.note(f"trace-halfclose watch: {msg}")
+
+    try:
+        wrec = run(opts, sink, note=render.note, ready=ready)
+    except UserError as exc:
+        spinner.stop()
+        _fail(exc)
+    except KeyboardInterrupt:
+        spinner.stop()
+        render.note("interrupted: probes detached")
+        sys.exit(130)
+    if out:
+        with out:
+            wrec.dump(out)
 
 
 if __name__ == "__main__":
