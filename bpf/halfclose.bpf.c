@@ -496,7 +496,9 @@ static __always_inline int hc_is_client(void)
 
 	return pid && *pid && (bpf_get_current_pid_tgid() >> 32) == *pid;
 }
+#endif /* HC_TRACEPOINTS */
 
+#if defined(HC_TRACEPOINTS) || defined(HC_WATCH)
 /* The socket behind fd in the current task: task->files->fdt->fd[fd]->private_data->sk,
  * at offsets from BTF. A file is taken for a socket only if socket->file points back at it. */
 static __always_inline const void *hc_fd_sock(s32 fd)
@@ -526,7 +528,9 @@ static __always_inline const void *hc_fd_sock(s32 fd)
 	bpf_probe_read_kernel(&sk, sizeof(sk), sock + OFF_SOCKET_SK);
 	return sk;
 }
+#endif
 
+#if defined(HC_TRACEPOINTS)
 static __always_inline int hc_write_event(u32 kind, s32 fd, s64 value)
 {
 	const void *sk = hc_fd_sock(fd);
@@ -588,3 +592,676 @@ int read_exit(struct sys_exit_write_args *args)
 	return hc_io_exit(HC_READ_EXIT, args);
 }
 #endif /* HC_TRACEPOINTS */
+
+#if defined(HC_WATCH)
+/* ---- watch: the writes of any program (trace-halfclose watch) ----------------
+ * tracer/watch.py compiles this section with one of HC_WATCH_KPROBE,
+ * HC_WATCH_FENTRY or HC_WATCH_TRACEPOINTS, never with HC_FENTRY,
+ * HC_TRACEPOINTS or HC_STATE_TRACEPOINT (this section has its own programs on
+ * those hooks). With kprobe and fentry HC_KPROBE is defined as well, for its
+ * `entered` map and return programs: a return is reported exactly when its
+ * entry, filtered here, stashed the socket. The filters are -D constants:
+ *   HC_WATCH_PORT       local or remote port of the socket (0: any port)
+ *   HC_WATCH_BY_PID     only tasks whose tgid is in watch_pids
+ *   HC_WATCH_BY_COMM    only tasks whose comm is watch_comm[0]
+ *   HC_WATCH_FOLLOW     new processes of watched tasks (and the launcher's) join watch_pids
+ *   HC_TCP_SYN_SENT, HC_TCP_SYN_RECV, HC_TCP_LISTEN  state numbers, from BTF
+ *
+ * Where each filter applies, first thing in every program:
+ * - in the writer's own context (the write-like calls, tcp_sendmsg_locked and
+ *   what it calls, connect(2)'s move to SYN_SENT): the task, then the socket:
+ *   already watched, or on the port. A socket that passes joins watched_sk.
+ * - everywhere else (FIN, RST, tcp_done, state changes: softirq, or the
+ *   release_sock() of whichever task owns the socket) the current task means
+ *   nothing: only the socket counts, watched_sk or, when no task filter is
+ *   given, the port.
+ * A socket leaves watched_sk when it is destroyed (tcp:tcp_destroy_sock) and
+ * when a new life starts at its address (SYN_SENT, SYN_RECV, LISTEN), so a
+ * reused address never carries the watch over to an unrelated socket.
+ * --port matches connections only: a socket with no remote port (a listener)
+ * never joins. */
+#if !defined(HC_WATCH_BY_PID) && !defined(HC_WATCH_BY_COMM) && !HC_WATCH_PORT
+#error "watch needs a filter: HC_WATCH_PORT, HC_WATCH_BY_PID or HC_WATCH_BY_COMM"
+#endif
+#if defined(HC_WATCH_BY_PID) || defined(HC_WATCH_BY_COMM)
+#define HC_WATCH_BY_TASK
+#endif
+
+/* The write-like calls (old_state of HC_WATCH_CALL_*; mirrored in tracer/watch_annotate.py). */
+#define HC_CALL_WRITE 1
+#define HC_CALL_SENDTO 2
+#define HC_CALL_SENDMSG 3
+#define HC_CALL_WRITEV 4
+
+struct hc_watch_call {
+	u64 ts_ns;  /* when the call began */
+	u64 sk;     /* 0 until the call reaches a watched socket */
+	s32 fd;
+	u32 call;   /* HC_CALL_* */
+};
+struct hc_comm {
+	char c[16];
+};
+
+BPF_HASH(watch_pids, u32, u8, 8192);               /* tgids of the watched tasks */
+BPF_ARRAY(watch_comm, struct hc_comm, 1);         /* --comm */
+BPF_ARRAY(watch_launcher, u32, 1);                /* tgid whose next child is the command (-- CMD) */
+BPF_HASH(watched_sk, u64, u8, 65536);             /* the sockets of the watch */
+BPF_HASH(watch_call, u32, struct hc_watch_call, 4096); /* tid -> its write-like call in progress */
+BPF_PERCPU_ARRAY(watch_reset, u64, 1);            /* tracepoints: the socket tcp_reset runs on, on this CPU */
+
+static __always_inline int hc_watch_task(void)
+{
+#ifdef HC_WATCH_BY_PID
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (!watch_pids.lookup(&tgid))
+		return 0;
+#endif
+#ifdef HC_WATCH_BY_COMM
+	int zero = 0;
+	struct hc_comm *want = watch_comm.lookup(&zero);
+	char comm[16] = {};
+	u8 diff = 0;
+
+	if (!want)
+		return 0;
+	bpf_get_current_comm(comm, sizeof(comm));
+	/* Both NUL-padded: the whole array compares, with no early exit for
+	 * clang to turn into a loop the verifier may refuse. */
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		diff |= comm[i] ^ want->c[i];
+	if (diff)
+		return 0;
+#endif
+	return 1;
+}
+
+/* A socket joins: its addresses go out once, in HC_WATCH_ADDR events. */
+static __always_inline void hc_watch_join(const void *sk)
+{
+	const char *p = (const char *)sk;
+	u64 key = (u64)sk;
+	u8 one = 1;
+	u16 family = 0;
+	u32 local = 0, remote = 0;
+	struct hc_event e = {};
+
+	if (watched_sk.insert(&key, &one))
+		return; /* already in (or the map is full) */
+	bpf_probe_read_kernel(&family, sizeof(family), p + OFF_SKC_FAMILY);
+	hc_fill(&e, HC_WATCH_ADDR, sk);
+	e.old_state = family;
+	if (family == 2 /* AF_INET */) {
+		bpf_probe_read_kernel(&local, sizeof(local), p + OFF_SKC_RCV_SADDR);
+		bpf_probe_read_kernel(&remote, sizeof(remote), p + OFF_SKC_DADDR);
+		e.fd = 0;
+		e.value = (s64)(((u64)remote << 32) | local);
+		hc_submit(&e);
+	}
+#ifdef OFF_SKC_V6_DADDR
+	if (family == 10 /* AF_INET6 */) {
+		/* fd 1, 2: the local address; 3, 4: the remote one */
+		e.fd = 1;
+		bpf_probe_read_kernel(&e.value, 8, p + OFF_SKC_V6_RCV_SADDR);
+		hc_submit(&e);
+		e.fd = 2;
+		bpf_probe_read_kernel(&e.value, 8, p + OFF_SKC_V6_RCV_SADDR + 8);
+		hc_submit(&e);
+		e.fd = 3;
+		bpf_probe_read_kernel(&e.value, 8, p + OFF_SKC_V6_DADDR);
+		hc_submit(&e);
+		e.fd = 4;
+		bpf_probe_read_kernel(&e.value, 8, p + OFF_SKC_V6_DADDR + 8);
+		hc_submit(&e);
+	}
+#endif
+}
+
+/* Is sk watched, or does it join now? in_task: the current task is the socket's
+ * user (its filter applies); sport/dport (host order) are the socket's ports. */
+static __always_inline int hc_watch_match(const void *sk, u16 sport, u16 dport, int in_task)
+{
+	u64 key = (u64)sk;
+
+	if (!sk)
+		return 0;
+	if (in_task && !hc_watch_task())
+		return 0;
+	if (watched_sk.lookup(&key))
+		return 1;
+#ifdef HC_WATCH_BY_TASK
+	if (!in_task)
+		return 0;
+#endif
+#if HC_WATCH_PORT
+	if (!dport || (sport != HC_WATCH_PORT && dport != HC_WATCH_PORT))
+		return 0;
+#endif
+	hc_watch_join(sk);
+	return 1;
+}
+
+static __always_inline int hc_watch_sk(const void *sk, int in_task)
+{
+	u16 sport = 0, dport = 0;
+
+	if (!sk)
+		return 0;
+	bpf_probe_read_kernel(&sport, sizeof(sport), (const char *)sk + OFF_SKC_NUM);
+	bpf_probe_read_kernel(&dport, sizeof(dport), (const char *)sk + OFF_SKC_DPORT);
+	return hc_watch_match(sk, sport, __builtin_bswap16(dport), in_task);
+}
+
+/* A watched task begins a write-like call: remembered by thread until it returns. */
+static __always_inline void hc_watch_call_begin(struct hc_watch_call *c, u32 call, s32 fd, const void *sk)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+
+	c->ts_ns = bpf_ktime_get_ns();
+	c->sk = (u64)sk;
+	c->fd = fd;
+	c->call = call;
+	watch_call.update(&tid, c);
+}
+
+static __always_inline void hc_watch_call_event(u32 kind, struct hc_watch_call *c, s64 value)
+{
+	struct hc_event e = {};
+
+	hc_fill(&e, kind, (const void *)c->sk);
+	if (kind == HC_WATCH_CALL_ENTER)
+		e.ts_ns = c->ts_ns;
+	e.fd = c->fd;
+	e.value = value;
+	e.old_state = c->call;
+	hc_submit(&e);
+}
+
+/* The call returns: reported if it reached a watched socket. */
+static __always_inline int hc_watch_call_end(s64 ret)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct hc_watch_call *c = watch_call.lookup(&tid);
+
+	if (!c)
+		return 0;
+	if (c->sk)
+		hc_watch_call_event(HC_WATCH_CALL_EXIT, c, ret);
+	watch_call.delete(&tid);
+	return 0;
+}
+
+/* Every state change of a watched socket (stable tracepoint since 4.16). */
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+	const void *sk = args->skaddr;
+	u64 key = (u64)sk;
+	int state = args->newstate;
+	struct hc_event e = {};
+
+	if (args->protocol != 6 /* IPPROTO_TCP */)
+		return 0;
+	if (state == HC_TCP_SYN_SENT || state == HC_TCP_SYN_RECV || state == HC_TCP_LISTEN) {
+		watched_sk.delete(&key); /* a new socket at this address */
+		if (state == HC_TCP_LISTEN)
+			return 0;
+	}
+	/* The record's ports: the socket's local port is already 0 when it
+	 * moves to CLOSE (inet_put_port). SYN_SENT is set by connect(2) in the
+	 * connecting task (tcp_v4_connect, net/ipv4/tcp_ipv4.c; on 6.1 and 6.12
+	 * the event's task is the client's): the writer's filter applies. */
+	if (!hc_watch_match(sk, args->sport, args->dport, state == HC_TCP_SYN_SENT))
+		return 0;
+	hc_fill(&e, HC_SET_STATE, sk);
+	e.old_state = args->oldstate;
+	e.state = state;
+	e.sport = args->sport;
+	e.dport = args->dport;
+	hc_submit(&e);
+	return 0;
+}
+
+#ifdef HAVE_tcp_destroy_sock
+/* trace_tcp_destroy_sock() in tcp_v4_destroy_sock (net/ipv4/tcp_ipv4.c): the
+ * socket's end (in tracefs of Debian's 6.1.0-56, 6.12.117 and the 6.18.44 microVM). */
+TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
+{
+	u64 key = (u64)args->skaddr;
+
+	if (!watched_sk.lookup(&key))
+		return 0;
+	hc_emit(HC_WATCH_DESTROY, args->skaddr, 0);
+	watched_sk.delete(&key);
+	return 0;
+}
+#endif
+
+#if defined(HC_WATCH_FOLLOW) && defined(HAVE_task_newtask)
+/* copy_process() (kernel/fork.c), in the parent: a new process of a watched
+ * task, or the launcher's child (the command), is watched too. Threads
+ * (CLONE_THREAD, include/uapi/linux/sched.h) share their tgid already. */
+TRACEPOINT_PROBE(task, task_newtask)
+{
+	int zero = 0;
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	u32 child = args->pid;
+	u32 *launcher = watch_launcher.lookup(&zero);
+	u8 one = 1;
+
+	if (args->clone_flags & 0x00010000 /* CLONE_THREAD */)
+		return 0;
+	if ((launcher && *launcher == tgid) || watch_pids.lookup(&tgid))
+		watch_pids.update(&child, &one);
+	return 0;
+}
+#endif
+
+#if defined(HC_WATCH_BY_PID) && defined(HAVE_sched_process_exit)
+/* do_exit() (kernel/exit.c): a watched process's pid number may be reused by
+ * an unrelated one once it is gone. */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tgid = id >> 32;
+
+	if ((u32)id == tgid)
+		watch_pids.delete(&tgid);
+	return 0;
+}
+#endif
+
+#if defined(HC_WATCH_KPROBE) || defined(HC_WATCH_FENTRY)
+/* An entry: in_task for the writer's functions, not for the socket's events;
+ * remember: its return is reported too (HC_KPROBE's `entered`). */
+static __always_inline int hc_watch_entry(u32 kind, const void *sk, s64 value, int in_task, int remember)
+{
+	if (!hc_watch_sk(sk, in_task))
+		return 0;
+	if (remember) {
+		struct entered_key k = hc_key(kind);
+		u64 v = (u64)sk;
+		entered.update(&k, &v);
+	}
+	return hc_emit(kind, sk, value);
+}
+
+/* tcp_sendmsg_locked on a watched socket: the call in progress, if one of the
+ * traced ones, gets its socket; its entry event carries the size the kernel
+ * counted (for sendmsg and writev the sum of the iovecs). */
+static __always_inline int hc_watch_sendmsg(const void *sk, s64 size)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct hc_watch_call *c;
+
+	if (!hc_watch_sk(sk, 1))
+		return 0;
+	c = watch_call.lookup(&tid);
+	if (c && !c->sk) {
+		c->sk = (u64)sk;
+		hc_watch_call_event(HC_WATCH_CALL_ENTER, c, size);
+	}
+	return hc_watch_entry(HC_SENDMSG_ENTER, sk, size, 1, 1);
+}
+
+static __always_inline int hc_watch_call_start(u32 call, s32 fd)
+{
+	struct hc_watch_call c = {};
+
+	if (hc_watch_task())
+		hc_watch_call_begin(&c, call, fd, 0);
+	return 0;
+}
+#endif
+
+#if defined(HC_WATCH_KPROBE)
+/* Entries; the returns are HC_KPROBE's sendmsg_return, wait_connect_return,
+ * stream_error_return, done_return and fin_return. */
+int watch_sendmsg_enter(struct pt_regs *ctx)
+{
+	return hc_watch_sendmsg((void *)PT_REGS_PARM1(ctx), (s64)PT_REGS_PARM3(ctx));
+}
+
+int watch_wait_connect_enter(struct pt_regs *ctx)
+{
+	return hc_watch_entry(HC_WAIT_CONNECT_ENTER, (void *)PT_REGS_PARM1(ctx), 0, 1, 1);
+}
+
+int watch_stream_error_enter(struct pt_regs *ctx)
+{
+	return hc_watch_entry(HC_STREAM_ERROR_ENTER, (void *)PT_REGS_PARM1(ctx), (s64)(int)PT_REGS_PARM3(ctx), 1, 1);
+}
+
+int watch_reset_enter(struct pt_regs *ctx)
+{
+	return hc_watch_entry(HC_TCP_RESET, (void *)PT_REGS_PARM1(ctx), 0, 0, 0);
+}
+
+int watch_done_with_error_enter(struct pt_regs *ctx)
+{
+	return hc_watch_entry(HC_DONE_WITH_ERROR, (void *)PT_REGS_PARM1(ctx), (s64)(int)PT_REGS_PARM2(ctx), 0, 0);
+}
+
+int watch_done_enter(struct pt_regs *ctx)
+{
+	return hc_watch_entry(HC_TCP_DONE, (void *)PT_REGS_PARM1(ctx), 0, 0, 1);
+}
+
+int watch_fin_enter(struct pt_regs *ctx)
+{
+	return hc_watch_entry(HC_TCP_FIN, (void *)PT_REGS_PARM1(ctx), 0, 0, 1);
+}
+
+/* The write-like calls, where they get their fd (signatures as in BTF of 6.1,
+ * 6.12 and 6.18): ssize_t ksys_write(unsigned int fd, ...) (fs/read_write.c),
+ * int __sys_sendto(int fd, ...) and long __sys_sendmsg(int fd, ...)
+ * (net/socket.c), ssize_t do_writev(unsigned long fd, ...) (fs/read_write.c). */
+int watch_ksys_write(struct pt_regs *ctx)
+{
+	return hc_watch_call_start(HC_CALL_WRITE, (s32)PT_REGS_PARM1(ctx));
+}
+
+int watch_sys_sendto(struct pt_regs *ctx)
+{
+	return hc_watch_call_start(HC_CALL_SENDTO, (s32)PT_REGS_PARM1(ctx));
+}
+
+int watch_sys_sendmsg(struct pt_regs *ctx)
+{
+	return hc_watch_call_start(HC_CALL_SENDMSG, (s32)PT_REGS_PARM1(ctx));
+}
+
+int watch_do_writev(struct pt_regs *ctx)
+{
+	return hc_watch_call_start(HC_CALL_WRITEV, (s32)PT_REGS_PARM1(ctx));
+}
+
+int watch_call_return_long(struct pt_regs *ctx)
+{
+	return hc_watch_call_end((s64)PT_REGS_RC(ctx));
+}
+
+int watch_call_return_int(struct pt_regs *ctx)
+{
+	return hc_watch_call_end((s64)(int)PT_REGS_RC(ctx));
+}
+#endif /* HC_WATCH_KPROBE */
+
+#if defined(HC_WATCH_FENTRY)
+KFUNC_PROBE(tcp_sendmsg_locked, void *sk, void *msg, size_t size)
+{
+	return hc_watch_sendmsg(sk, (s64)size);
+}
+
+KRETFUNC_PROBE(tcp_sendmsg_locked, void *sk, void *msg, size_t size, int ret)
+{
+	return hc_return(HC_SENDMSG_ENTER, HC_SENDMSG_RETURN, ret);
+}
+
+#ifdef HAVE_sk_stream_wait_connect
+KFUNC_PROBE(sk_stream_wait_connect, void *sk, long *timeo_p)
+{
+	return hc_watch_entry(HC_WAIT_CONNECT_ENTER, sk, 0, 1, 1);
+}
+
+KRETFUNC_PROBE(sk_stream_wait_connect, void *sk, long *timeo_p, int ret)
+{
+	return hc_return(HC_WAIT_CONNECT_ENTER, HC_WAIT_CONNECT_RETURN, ret);
+}
+#endif
+
+#ifdef HAVE_sk_stream_error
+KFUNC_PROBE(sk_stream_error, void *sk, int flags, int err)
+{
+	return hc_watch_entry(HC_STREAM_ERROR_ENTER, sk, err, 1, 1);
+}
+
+KRETFUNC_PROBE(sk_stream_error, void *sk, int flags, int err, int ret)
+{
+	return hc_return(HC_STREAM_ERROR_ENTER, HC_STREAM_ERROR_RETURN, ret);
+}
+#endif
+
+KFUNC_PROBE(tcp_reset, void *sk)
+{
+	return hc_watch_entry(HC_TCP_RESET, sk, 0, 0, 0);
+}
+
+#ifdef HAVE_tcp_done_with_error
+KFUNC_PROBE(tcp_done_with_error, void *sk, int err)
+{
+	return hc_watch_entry(HC_DONE_WITH_ERROR, sk, err, 0, 0);
+}
+#endif
+
+KFUNC_PROBE(tcp_done, void *sk)
+{
+	return hc_watch_entry(HC_TCP_DONE, sk, 0, 0, 1);
+}
+
+KRETFUNC_PROBE(tcp_done, void *sk)
+{
+	return hc_return(HC_TCP_DONE, HC_TCP_DONE_RETURN, 0);
+}
+
+#ifdef HAVE_tcp_fin
+KFUNC_PROBE(tcp_fin, void *sk)
+{
+	return hc_watch_entry(HC_TCP_FIN, sk, 0, 0, 1);
+}
+
+KRETFUNC_PROBE(tcp_fin, void *sk)
+{
+	return hc_return(HC_TCP_FIN, HC_TCP_FIN_RETURN, 0);
+}
+#endif
+
+/* fexit sees every argument before the return value: all are declared. */
+#ifdef HAVE_ksys_write
+KFUNC_PROBE(ksys_write, unsigned int fd, const char *buf, size_t count)
+{
+	return hc_watch_call_start(HC_CALL_WRITE, (s32)fd);
+}
+
+KRETFUNC_PROBE(ksys_write, unsigned int fd, const char *buf, size_t count, long ret)
+{
+	return hc_watch_call_end(ret);
+}
+#endif
+
+#ifdef HAVE___sys_sendto
+KFUNC_PROBE(__sys_sendto, int fd, void *buff, size_t len, unsigned int flags, void *addr, int addr_len)
+{
+	return hc_watch_call_start(HC_CALL_SENDTO, fd);
+}
+
+KRETFUNC_PROBE(__sys_sendto, int fd, void *buff, size_t len, unsigned int flags, void *addr, int addr_len, int ret)
+{
+	return hc_watch_call_end(ret);
+}
+#endif
+
+#ifdef HAVE___sys_sendmsg
+KFUNC_PROBE(__sys_sendmsg, int fd, void *msg, unsigned int flags, bool forbid_cmsg_compat)
+{
+	return hc_watch_call_start(HC_CALL_SENDMSG, fd);
+}
+
+KRETFUNC_PROBE(__sys_sendmsg, int fd, void *msg, unsigned int flags, bool forbid_cmsg_compat, long ret)
+{
+	return hc_watch_call_end(ret);
+}
+#endif
+
+#ifdef HAVE_do_writev
+KFUNC_PROBE(do_writev, unsigned long fd, void *vec, unsigned long vlen, int flags)
+{
+	return hc_watch_call_start(HC_CALL_WRITEV, (s32)fd);
+}
+
+KRETFUNC_PROBE(do_writev, unsigned long fd, void *vec, unsigned long vlen, int flags, long ret)
+{
+	return hc_watch_call_end(ret);
+}
+#endif
+#endif /* HC_WATCH_FENTRY */
+
+#if defined(HC_WATCH_TRACEPOINTS)
+/* Syscall records (SYSCALL_DEFINE): six argument slots, or the return value.
+ * Attached by hand (tracer/watch.py), like write_enter above. */
+struct hc_sys_enter_args {
+	u64 common;
+	s32 nr;
+	u32 pad;
+	u64 args[6];
+};
+struct hc_sys_exit_args {
+	u64 common;
+	s32 nr;
+	u32 pad;
+	s64 ret;
+};
+
+/* sk_protocol IPPROTO_TCP (6) and sk_type SOCK_STREAM (1): a TCP socket, not
+ * a raw one (include/uapi/linux/in.h, include/linux/net.h; v6.1). */
+static __always_inline int hc_is_tcp(const void *sk)
+{
+	u16 protocol = 0, type = 0;
+
+	bpf_probe_read_kernel(&protocol, sizeof(protocol), (const char *)sk + OFF_SK_PROTOCOL);
+	bpf_probe_read_kernel(&type, sizeof(type), (const char *)sk + OFF_SK_TYPE);
+	return protocol == 6 && type == 1;
+}
+
+#define HC_IOV_MAX 8
+#define HC_IOV_ADD(i)								\
+	if (n > i) {								\
+		len = 0;							\
+		if (bpf_probe_read_user(&len, sizeof(len), iov + i * 16 + 8))	\
+			return -1;						\
+		total += len;							\
+	}
+/* The bytes a writev/sendmsg asks to send: the sum of its iovec lengths
+ * (struct iovec {void *iov_base; size_t iov_len;}, include/uapi/linux/uio.h);
+ * -1 past HC_IOV_MAX entries or when user memory cannot be read. Written out,
+ * not a loop: 6.1's verifier refuses the loop clang makes of it. */
+static __always_inline s64 hc_iov_bytes(const char *iov, u64 n)
+{
+	s64 total = 0;
+	u64 len;
+
+	if (n > HC_IOV_MAX)
+		return -1;
+	HC_IOV_ADD(0) HC_IOV_ADD(1) HC_IOV_ADD(2) HC_IOV_ADD(3)
+	HC_IOV_ADD(4) HC_IOV_ADD(5) HC_IOV_ADD(6) HC_IOV_ADD(7)
+	return total;
+}
+
+/* struct user_msghdr (include/linux/socket.h): msg_iov at 16, msg_iovlen at 24 (64-bit). */
+static __always_inline s64 hc_msg_bytes(const char *msg)
+{
+	const char *iov = 0;
+	u64 n = 0;
+
+	if (bpf_probe_read_user(&iov, sizeof(iov), msg + 16) || bpf_probe_read_user(&n, sizeof(n), msg + 24))
+		return -1;
+	return hc_iov_bytes(iov, n);
+}
+
+/* The task filter first (every write of the machine comes through here), then
+ * the fd's socket; the event has the socket as the call found it. */
+static __always_inline int hc_watch_sys_enter(u32 call, s32 fd, s64 size)
+{
+	const void *sk;
+	struct hc_watch_call c = {};
+
+	if (!hc_watch_task())
+		return 0;
+	sk = hc_fd_sock(fd);
+	if (!sk || !hc_is_tcp(sk) || !hc_watch_sk(sk, 1))
+		return 0;
+	hc_watch_call_begin(&c, call, fd, sk);
+	hc_watch_call_event(HC_WATCH_CALL_ENTER, &c, size);
+	return 0;
+}
+
+int watch_sys_enter_write(struct hc_sys_enter_args *args)
+{
+	return hc_watch_sys_enter(HC_CALL_WRITE, (s32)args->args[0], (s64)args->args[2]);
+}
+
+int watch_sys_enter_sendto(struct hc_sys_enter_args *args)
+{
+	return hc_watch_sys_enter(HC_CALL_SENDTO, (s32)args->args[0], (s64)args->args[2]);
+}
+
+int watch_sys_enter_sendmsg(struct hc_sys_enter_args *args)
+{
+	return hc_watch_sys_enter(HC_CALL_SENDMSG, (s32)args->args[0], hc_msg_bytes((const char *)args->args[1]));
+}
+
+int watch_sys_enter_writev(struct hc_sys_enter_args *args)
+{
+	return hc_watch_sys_enter(HC_CALL_WRITEV, (s32)args->args[0],
+				  hc_iov_bytes((const char *)args->args[1], args->args[2]));
+}
+
+int watch_sys_exit(struct hc_sys_exit_args *args)
+{
+	return hc_watch_call_end(args->ret);
+}
+
+/* tcp_reset's first statement (net/ipv4/tcp_input.c, 6.1+). */
+TRACEPOINT_PROBE(tcp, tcp_receive_reset)
+{
+	int zero = 0;
+	u64 *last = watch_reset.lookup(&zero);
+
+	if (!hc_watch_sk(args->skaddr, 0))
+		return 0;
+	if (last)
+		*last = (u64)args->skaddr;
+	return hc_emit(HC_RESET_TP, args->skaddr, 0);
+}
+
+#ifdef HAVE_inet_sk_error_report
+/* sk_error_report() (net/core/sock.c) has ports, no socket. After an RST it
+ * runs within tcp_reset, on the same CPU (tcp_reset -> tcp_done_with_error
+ * -> sk_error_report, net/ipv4/tcp_input.c, 6.1.192 and 6.12.117,
+ * docs/kernel-source.md item 3): attributed to that socket when the ports agree. */
+TRACEPOINT_PROBE(sock, inet_sk_error_report)
+{
+	int zero = 0;
+	u64 *last = watch_reset.lookup(&zero);
+	const void *sk;
+	u16 sport = 0, dport = 0;
+	struct hc_event e = {};
+
+	if (args->protocol != 6 || !last || !*last)
+		return 0;
+	sk = (const void *)*last;
+	*last = 0;
+	/* The local port may already be 0 (tcp_done unhashed the socket). */
+	bpf_probe_read_kernel(&sport, sizeof(sport), (const char *)sk + OFF_SKC_NUM);
+	bpf_probe_read_kernel(&dport, sizeof(dport), (const char *)sk + OFF_SKC_DPORT);
+	if (__builtin_bswap16(dport) != args->dport || (sport && sport != args->sport))
+		return 0;
+	hc_fill(&e, HC_ERROR_REPORT, sk);
+	e.value = args->error;
+	hc_submit(&e);
+	return 0;
+}
+#endif
+
+#ifdef HAVE_sock_send_length
+/* sock_sendmsg()'s return (net/socket.c, 6.3+), in the writer. */
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+	if (!hc_watch_sk(args->sk, 1))
+		return 0;
+	return hc_emit(HC_SEND_LENGTH, args->sk, args->ret);
+}
+#endif
+#endif /* HC_WATCH_TRACEPOINTS */
+#endif /* HC_WATCH */

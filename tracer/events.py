@@ -44,6 +44,10 @@ class Kind(enum.IntEnum):
     SIGNAL = 25
     READ_ENTER = 26
     READ_EXIT = 27
+    WATCH_CALL_ENTER = 30
+    WATCH_CALL_EXIT = 31
+    WATCH_ADDR = 32
+    WATCH_DESTROY = 33
 
 
 class RawEvent(ctypes.Structure):
@@ -99,6 +103,10 @@ KIND_FUNC = {
     Kind.SIGNAL: "signal_generate",
     Kind.READ_ENTER: "sys_enter_read",
     Kind.READ_EXIT: "sys_exit_read",
+    Kind.WATCH_CALL_ENTER: "watch_call",
+    Kind.WATCH_CALL_EXIT: "watch_call",
+    Kind.WATCH_ADDR: "watch_join",
+    Kind.WATCH_DESTROY: "tcp_destroy_sock",
 }
 RETURN_KINDS = {
     Kind.SENDMSG_RETURN,
