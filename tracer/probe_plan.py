@@ -172,3 +172,114 @@ def candidates(requested: str, view: KernelView) -> tuple[list[Plan], list[str]]
     if not plans:
         raise UserError("no backend can trace this kernel: " + "; ".join(skipped), "run `trace-halfclose doctor`")
     return plans, skipped
+
+
+# ---- watch: any program's writes (trace-halfclose watch, HC_WATCH in bpf/halfclose.bpf.c) ----
+
+# The write path's functions, with the watch section's entry programs (watch_<entry>);
+# the returns are the reproduction's kprobe return programs.
+WATCH_FUNCS = ("tcp_sendmsg_locked", "sk_stream_wait_connect", "sk_stream_error", "tcp_reset",
+               "tcp_done_with_error", "tcp_done", "tcp_fin")
+
+
+@dataclass(frozen=True)
+class CallHook:
+    """A write-like call: where the kernel has its fd, and its syscall tracepoints."""
+
+    call: str  # write, sendto, sendmsg, writev
+    func: str  # kernel function taking the fd (kprobe, fentry)
+    entry: str  # its kprobe program
+    ret: str  # its kretprobe program (the return type decides the cast)
+    tp_entry: str  # the program for syscalls:sys_enter_<call>
+
+    @property
+    def tracepoints(self) -> tuple[str, str]:
+        return f"syscalls:sys_enter_{self.call}", f"syscalls:sys_exit_{self.call}"
+
+
+WATCH_CALLS = (
+    CallHook("write", "ksys_write", "watch_ksys_write", "watch_call_return_long", "watch_sys_enter_write"),
+    CallHook("sendto", "__sys_sendto", "watch_sys_sendto", "watch_call_return_int", "watch_sys_enter_sendto"),
+    CallHook("sendmsg", "__sys_sendmsg", "watch_sys_sendmsg", "watch_call_return_long", "watch_sys_enter_sendmsg"),
+    CallHook("writev", "do_writev", "watch_do_writev", "watch_call_return_long", "watch_sys_enter_writev"),
+)
+WATCH_SYS_EXIT = "watch_sys_exit"  # the program for every syscalls:sys_exit_<call>
+DESTROY_TP = "tcp:tcp_destroy_sock"  # a watched socket's end
+NEWTASK_TP = "task:task_newtask"  # follow the command's new processes
+EXIT_TP = "sched:sched_process_exit"  # forget exited pids
+# The tracepoint backend's socket events (tracepoint, required).
+WATCH_TP_EVENTS = (("tcp:tcp_receive_reset", True), ("sock:inet_sk_error_report", False),
+                   ("sock:sock_send_length", False))
+
+
+@dataclass(frozen=True)
+class WatchPlan:
+    """A backend for watch: functions (kprobe/fentry), write-like call hooks, tracepoints."""
+
+    backend: str
+    functions: tuple[FuncProbe, ...] = ()
+    calls: tuple[CallHook, ...] = ()
+    tracepoints: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def defines(self) -> list[str]:
+        """-D flags for the HC_WATCH section. kprobe and fentry also compile HC_KPROBE,
+        whose `entered` map and return programs report the returns."""
+        flags = ["-DHC_WATCH", *{"kprobe": ["-DHC_KPROBE", "-DHC_WATCH_KPROBE"],
+                                 "fentry": ["-DHC_KPROBE", "-DHC_WATCH_FENTRY"],
+                                 "tracepoint": ["-DHC_WATCH_TRACEPOINTS"]}[self.backend]]
+        flags += [f"-DHAVE_{p.func}" for p in self.functions]
+        if self.backend == "fentry":  # fentry programs attach at load: only those that exist
+            flags += [f"-DHAVE_{c.func}" for c in self.calls]
+        flags += [f"-DHAVE_{tp.split(':')[1]}" for tp in self.tracepoints]
+        return flags
+
+    def attached_names(self) -> list[str]:
+        if self.backend == "tracepoint":
+            return [f"tracepoint:{tp}" for tp in self.tracepoints]
+        on, off = {"kprobe": ("kprobe", "kretprobe"), "fentry": ("fentry", "fexit")}[self.backend]
+        names = []
+        for p in self.functions:
+            names += [f"{on}:{p.func}"] + ([f"{off}:{p.func}"] if p.ret else [])
+        for c in self.calls:
+            names += [f"{on}:{c.func}", f"{off}:{c.func}"]
+        return names + [f"tracepoint:{tp}" for tp in self.tracepoints]
+
+
+def watch_plan(base: Plan, view: KernelView, follow: bool, by_pid: bool,
+               btf_funcs: frozenset[str] | None = None) -> WatchPlan:
+    """The watch plan on top of the reproduction's plan for the same backend (which
+    checked the required functions or tracepoints). follow: the command's new
+    processes are watched (needs task:task_newtask); by_pid: exited pids are forgotten."""
+    if STATE_TP not in view.tracepoints:
+        raise UserError(f"tracepoint {STATE_TP} not found: watch follows each socket's life with it",
+                        "mount tracefs (mount -t tracefs nodev /sys/kernel/tracing), or use a kernel 4.16+")
+    if follow and NEWTASK_TP not in view.tracepoints:
+        raise UserError(f"tracepoint {NEWTASK_TP} not found: the command's processes cannot be followed",
+                        "watch it by --comm or --port instead of starting it")
+    wanted = [DESTROY_TP] + ([NEWTASK_TP] if follow else []) + ([EXIT_TP] if by_pid else [])
+    if base.backend == "tracepoint":
+        funcs = ()
+        calls = tuple(c for c in WATCH_CALLS if all(tp in view.tracepoints for tp in c.tracepoints))
+        events = [tp for tp, _ in WATCH_TP_EVENTS]
+        wanted = events + [tp for c in calls for tp in c.tracepoints] + wanted
+        missing_calls = [tp for c in WATCH_CALLS if c not in calls for tp in c.tracepoints]
+    else:
+        funcs = tuple(FuncProbe(p.func, f"watch_{p.entry}", p.ret, p.required, p.note)
+                      for p in base.functions if p.func in WATCH_FUNCS)
+        usable = view.functions if base.backend == "kprobe" or btf_funcs is None else view.functions & btf_funcs
+        calls = tuple(c for c in WATCH_CALLS if c.func in usable)
+        missing_calls = [c.func for c in WATCH_CALLS if c not in calls]
+    tps = (STATE_TP,) + tuple(tp for tp in wanted if tp in view.tracepoints)
+    missing = tuple(f for f in WATCH_FUNCS if base.backend != "tracepoint" and f not in view.functions)
+    missing += tuple(missing_calls) + tuple(tp for tp in wanted if tp not in view.tracepoints)
+    notes = tuple(n for n in base.notes if n.split(":")[0] in WATCH_FUNCS)
+    return WatchPlan(base.backend, funcs, calls, tps, missing, notes)
+
+
+def watch_candidates(requested: str, view: KernelView, follow: bool, by_pid: bool,
+                     btf_funcs: frozenset[str] | None = None) -> tuple[list[WatchPlan], list[str]]:
+    """Watch plans to try in order (the same backend choice as the reproduction's)."""
+    plans, skipped = candidates(requested, view)
+    return [watch_plan(p, view, follow, by_pid, btf_funcs) for p in plans], skipped
