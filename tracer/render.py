@@ -200,3 +200,91 @@ def checks(items, summary: str, ok: bool, console: Console | None = None) -> Non
 
 def out_console() -> Console:
     return Console(file=sys.stdout, highlight=False)
+
+
+# --- watch (trace-halfclose watch) ----------------------------------------------------
+
+
+def _endpoint(addr: str | None, port: int) -> str:
+    host = "?" if addr is None else (f"[{addr}]" if ":" in addr else addr)
+    return f"{host}:{port or '?'}"
+
+
+def watch_header(wrec, console: Console) -> None:
+    rec = wrec.rec
+    console.print(f"[bold]trace-halfclose watch[/] on Linux {rec.kernel}, backend {rec.backend}")
+    for why in rec.backend_notes:
+        console.print(f"not used: {why}", style="dim")
+    console.print(f"probes: {', '.join(rec.attached)}", style="dim")
+    if rec.missing:
+        console.print(f"not on this kernel: {', '.join(rec.missing)}", style="dim")
+    f = wrec.filter
+    parts = [f"pid {', '.join(map(str, f['pids']))}" if f.get("pids") else "",
+             f"comm {f['comm']!r}" if f.get("comm") is not None else "",
+             f"port {f['port']} (local or remote)" if f.get("port") else "",
+             f"the command {' '.join(f['command'])!r} and its new processes" if f.get("command") else ""]
+    console.print(f"filter, in the kernel: {' and '.join(p for p in parts if p)}; state names from "
+                  f"{rec.state_names_source}", style="dim")
+    for m in rec.marks:
+        console.print(f"[cyan]{_ms(m.t_ns - wrec.t0_ns)}[/]  [blue]{escape(m.what)}[/]")
+
+
+def watch_connection(ct, console: Console) -> None:
+    """One connection: who, where, then its timeline, as the reproduction's."""
+    c = ct.conn
+    who = ("; ".join(f"{escape(comm)} (pid {pid}), fd {fd if fd is not None else '?'}" for pid, comm, fd in ct.writers)
+           or "[dim]no write-like call seen: a socket's owner is known from its writes[/]")
+    peer = f"  [dim](peer of #{ct.peer})[/]" if ct.peer else ""
+    console.print()
+    console.print(f"[bold]connection #{c.conn}[/]  {_endpoint(ct.laddr, ct.lport)} → "
+                  f"{_endpoint(ct.raddr, ct.rport)}  {who}{peer}")
+    for item in ct.items:
+        if isinstance(item, WriteNote):
+            _write(console, item)
+            k = ct.call_of(item)
+            call = f"{k.call}(2)" if k.call != "tcp_sendmsg_locked" else "tcp_sendmsg_locked (its caller is not traced)"
+            console.print(f"{'':14}[dim]{call} on fd {k.fd if k.fd is not None else '?'} by "
+                          f"{escape(k.comm)} (pid {k.pid})[/]")
+        elif isinstance(item, KernelNote):
+            where = f"  [magenta]({escape(item.where)})[/]" if item.where else ""
+            console.print(f"[cyan]{_ms(item.t_ns)}[/]  {item.func}: {escape(item.summary)}{where}")
+    for k in ct.calls:
+        if k.ret is None:
+            console.print(f"[cyan]{_ms(k.t_start_ns - ct.timeline.t0_ns)}[/]  {k.call} on fd {k.fd}: "
+                          "had not returned when the watch stopped")
+    if ct.timeline.findings:
+        table = Table(show_header=False, box=None, padding=(0, 1))
+        for f in ct.timeline.findings:
+            table.add_row("•", escape(f))
+        console.print(table)
+
+
+def watch_end(wrec, cts, console: Console) -> None:
+    from .watch_annotate import command_end
+
+    console.print()
+    t = _ms(wrec.stop_ns - wrec.t0_ns)
+    if wrec.command_status is not None:
+        console.print(f"[cyan]{t}[/]  [blue]{escape(command_end(wrec.command_status))}[/]")
+    console.print(f"[cyan]{t}[/]  [blue]stopped: {escape(wrec.stop_reason)}[/]")
+    writes = [f"#{ct.conn.conn} {ct.call_of(w).call} {w.index} = " + (f"{w.ret}" if w.ret >= 0 else f"-1 {w.errno}")
+              for ct in cts for w in ct.timeline.writes]
+    console.print(f"{len(cts)} connection(s); write-like calls: {', '.join(writes) or 'none'}")
+    if wrec.rec.lost_events:
+        console.print(f"[red]WARNING: {wrec.rec.lost_events} events were lost (ring buffer full)[/]")
+
+
+class WatchConsole:
+    """A watch for people, connection by connection as they end (a tracer.watch.Sink)."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or out_console()
+
+    def start(self, wrec) -> None:
+        watch_header(wrec, self.console)
+
+    def connection(self, ct) -> None:
+        watch_connection(ct, self.console)
+
+    def end(self, wrec, cts) -> None:
+        watch_end(wrec, cts, self.console)

@@ -1,0 +1,358 @@
+"""Collection for `trace-halfclose watch`: the writes of any program on TCP
+sockets, annotated as in the reproduction, connection by connection.
+
+Filters (--pid, --comm, --port, or a command started after the probes are
+attached) are applied in the kernel, first thing in every BPF program of the
+HC_WATCH section of bpf/halfclose.bpf.c: only the watched sockets' events
+reach user space. The backend is chosen as for the reproduction (kprobe, then
+fentry, then tracepoints only: tracer/probe_plan.py's watch_plan).
+
+Where each write-like call gets its fd: with kprobe and fentry, probes on
+ksys_write, __sys_sendto, __sys_sendmsg and do_writev (those in
+/proc/kallsyms); with tracepoints, syscalls:sys_{enter,exit}_{write,sendto,
+sendmsg,writev}, attached for the whole watch -- an enabled syscall tracepoint
+sends every syscall of every task through the slow path (syscall_regfunc,
+kernel/tracepoint.c), so the kprobe backend is preferred where there is one.
+
+Needs root, bcc, the kernel's headers and BTF, like the reproduction.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Protocol
+
+from .btf import Btf, BtfError
+from .collect import BTF_PATH, load_btf, new_recording
+from .errors import UserError
+from .kernel_names import TCP_STATES_FALLBACK, state_names_from_btf
+from .kernel_support import ensure_tracefs, headers_dir, kernel_functions, kprobes_available, require_root, \
+    tracepoint_exists
+from .offsets import FD_FIELDS, SOCK_FIELDS, cflags, field_locations
+from .probe_plan import (DESTROY_TP, EXIT_TP, FUNCTIONS, NEWTASK_TP, TRACEPOINTS, WATCH_CALLS, WATCH_SYS_EXIT,
+                         WATCH_TP_EVENTS, KernelView, WatchPlan, watch_candidates)
+from .probes import BackendUnavailable, BpfSession
+from .recording import UserMark
+from .watch_annotate import START_MARK, ConnTimeline, Grouper, WatchRecording, annotate_connection, peer_of
+
+# Socket fields the watch reads besides the reproduction's (offsets from BTF, see bpf/sock_read.h).
+WATCH_FIELDS = {
+    "OFF_SKC_FAMILY": ("sock", "__sk_common.skc_family"),
+    "OFF_SKC_RCV_SADDR": ("sock", "__sk_common.skc_rcv_saddr"),
+    "OFF_SKC_DADDR": ("sock", "__sk_common.skc_daddr"),
+    "OFF_SK_PROTOCOL": ("sock", "sk_protocol"),
+    "OFF_SK_TYPE": ("sock", "sk_type"),
+}
+# Only with CONFIG_IPV6 (struct sock_common has them under #if IS_ENABLED(CONFIG_IPV6)).
+V6_FIELDS = {
+    "OFF_SKC_V6_RCV_SADDR": ("sock", "__sk_common.skc_v6_rcv_saddr"),
+    "OFF_SKC_V6_DADDR": ("sock", "__sk_common.skc_v6_daddr"),
+}
+TASK_COMM_LEN = 16  # include/linux/sched.h: a task's name keeps 15 characters and a NUL
+POLL_MS = 100
+DRAIN_S = 0.3  # after the command or the watched processes are gone: their sockets' last events
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    pids: tuple[int, ...] = ()
+    comm: str | None = None
+    port: int | None = None
+    command: tuple[str, ...] = ()
+    duration: float | None = None
+    backend: str = "auto"
+    command_to_stderr: bool = False  # the command's stdout goes to stderr (--json keeps stdout NDJSON)
+
+    @property
+    def follow(self) -> bool:
+        return bool(self.command)
+
+    @property
+    def by_pid(self) -> bool:
+        return bool(self.pids or self.command)
+
+    def filter_json(self) -> dict:
+        return {"pids": list(self.pids), "comm": self.comm, "port": self.port, "command": list(self.command)}
+
+
+def check_options(opts: WatchOptions, proc: Path = Path("/proc")) -> tuple[WatchOptions, list[str]]:
+    """Bad input as a UserError before anything is loaded; the options to use, and notes."""
+    notes = []
+    if not (opts.pids or opts.comm is not None or opts.port or opts.command):
+        raise UserError("watch needs a filter: --pid, --comm, --port, or a command to start after --",
+                        "e.g. trace-halfclose watch --port 9999, or trace-halfclose watch -- ./client")
+    if opts.pids and opts.command:
+        raise UserError("--pid cannot be combined with a command to start",
+                        "watch the running process with --pid, or start one after --, not both")
+    for pid in opts.pids:
+        if pid <= 0 or not (proc / str(pid)).is_dir():
+            raise UserError(f"no process with pid {pid}", "give the pid of a running process (ps -e lists them)")
+    if opts.comm is not None:
+        if not opts.comm:
+            raise UserError("--comm is empty", "give a process name, as ps -o comm shows it")
+        raw = opts.comm.encode()
+        if len(raw) > TASK_COMM_LEN - 1:
+            cut = raw[:TASK_COMM_LEN - 1].decode(errors="ignore")
+            notes.append(f"--comm: the kernel keeps the first {TASK_COMM_LEN - 1} bytes of a task's name "
+                         f"(TASK_COMM_LEN, include/linux/sched.h): matching {cut!r}")
+            opts = replace(opts, comm=cut)
+    if opts.command and shutil.which(opts.command[0]) is None:
+        raise UserError(f"command not found: {opts.command[0]}", "give a program on PATH, or its path")
+    return opts, notes
+
+
+def filter_defines(opts: WatchOptions, state_names: dict[int, str]) -> list[str]:
+    """The filter as -D constants for the HC_WATCH section (sets of pids and the
+    comm go into maps after load)."""
+    code = {name: num for num, name in state_names.items()}
+    flags = [f"-DHC_WATCH_PORT={opts.port or 0}"]
+    flags += ["-DHC_WATCH_BY_PID"] if opts.by_pid else []
+    flags += ["-DHC_WATCH_BY_COMM"] if opts.comm is not None else []
+    flags += ["-DHC_WATCH_FOLLOW"] if opts.follow else []
+    return flags + [f"-DHC_TCP_{s}={code[s]}" for s in ("SYN_SENT", "SYN_RECV", "LISTEN")]
+
+
+def describe_filter(opts: WatchOptions) -> str:
+    parts = []
+    if opts.command:
+        parts.append(f"the command {' '.join(opts.command)!r} and its new processes")
+    if opts.pids:
+        parts.append("pid " + ", ".join(map(str, opts.pids)))
+    if opts.comm is not None:
+        parts.append(f"tasks named {opts.comm!r}")
+    if opts.port:
+        parts.append(f"connections on port {opts.port} (local or remote)")
+    return " and ".join(parts)
+
+
+# --- the kernel ------------------------------------------------------------------------
+
+
+def kernel_view(tracefs: Path, btf: Btf) -> tuple[KernelView, frozenset[str]]:
+    """What this kernel offers for watch; and which of its functions have BTF (fentry)."""
+    funcs = {p.func for p in FUNCTIONS} | {c.func for c in WATCH_CALLS}
+    tps = {tp for tp, _ in TRACEPOINTS} | {tp for tp, _ in WATCH_TP_EVENTS} | {DESTROY_TP, NEWTASK_TP, EXIT_TP}
+    tps |= {tp for c in WATCH_CALLS for tp in c.tracepoints}
+    found = frozenset(kernel_functions(wanted=funcs))
+    view = KernelView(
+        kprobes=kprobes_available(tracefs),
+        btf=BTF_PATH.exists(),
+        functions=found,
+        tracepoints=frozenset(tp for tp in tps if tracepoint_exists(tracefs, *tp.split(":"))),
+    )
+    return view, frozenset(f for f in found if btf.func_exists(f))
+
+
+def prepare(opts: WatchOptions) -> tuple[list[WatchPlan], list[str], Btf, KernelView]:
+    """The checks that can fail before bcc runs, as for the reproduction."""
+    require_root()
+    tracefs = ensure_tracefs()
+    if headers_dir() is None:
+        raise UserError(f"no kernel headers for {os.uname().release} (bcc needs /lib/modules/{os.uname().release}/build)",
+                        "apt-get install linux-headers-$(uname -r) (scripts/setup.sh links Debian's headers "
+                        "for a kernel Debian does not package)")
+    btf = load_btf()
+    view, btf_funcs = kernel_view(tracefs, btf)
+    plans, skipped = watch_candidates(opts.backend, view, opts.follow, opts.by_pid, btf_funcs)
+    return plans, skipped, btf, view
+
+
+def offsets(btf: Btf) -> list[str]:
+    fields = {**SOCK_FIELDS, **FD_FIELDS, **WATCH_FIELDS}
+    try:
+        locs = field_locations(btf, fields)
+    except BtfError as exc:
+        raise UserError(f"a kernel struct field is missing from BTF: {exc}", "report this kernel version") from None
+    try:
+        locs.update(field_locations(btf, V6_FIELDS))
+    except BtfError:
+        pass  # no IPv6 in this kernel: IPv4 addresses only
+    for macro in ("OFF_SK_PROTOCOL", "OFF_SK_TYPE"):
+        if locs[macro].bit_size or locs[macro].size != 2:
+            raise UserError(f"sock.{WATCH_FIELDS[macro][1]} is not a 16-bit field on this kernel (a bitfield "
+                            "before 5.6)", "use a newer kernel")
+    return cflags(locs)
+
+
+class WatchSession(BpfSession):
+    """The reproduction's BPF session, with the watch's call probes and maps."""
+
+    def load(self) -> None:
+        super().load()  # compiles; kprobe: the write path's kprobes; fentry and tracepoints attach at load
+        try:
+            for c in self.plan.calls:
+                if self.plan.backend == "kprobe":
+                    self.bpf.attach_kprobe(event=c.func.encode(), fn_name=c.entry.encode())
+                    self.bpf.attach_kretprobe(event=c.func.encode(), fn_name=c.ret.encode())
+                elif self.plan.backend == "tracepoint":
+                    enter, exit_ = c.tracepoints
+                    self.bpf.attach_tracepoint(tp=enter.encode(), fn_name=c.tp_entry.encode())
+                    self.bpf.attach_tracepoint(tp=exit_.encode(), fn_name=WATCH_SYS_EXIT.encode())
+        except Exception as exc:  # bcc raises plain Exception
+            self.close()
+            raise BackendUnavailable(f"attaching the write-like call probes failed: {exc}") from None
+
+    def watch_pid(self, pid: int) -> None:
+        self.bpf["watch_pids"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+
+    def watched_pids(self) -> list[int]:
+        return [k.value for k in self.bpf["watch_pids"].keys()]
+
+    def watch_comm(self, comm: str) -> None:
+        table = self.bpf["watch_comm"]
+        leaf = table.Leaf()
+        leaf.c = comm.encode()[:TASK_COMM_LEN - 1]
+        table[ctypes.c_int(0)] = leaf
+
+    def set_launcher(self, tgid: int) -> None:
+        self._set("watch_launcher", tgid)
+
+
+def load_first(plans: list[WatchPlan], flags: list[str], skipped: list[str], progress: Callable[[str], None]):
+    """The first plan the kernel accepts, as collect.load_first does for the reproduction."""
+    for i, plan in enumerate(plans):
+        progress(f"compiling and loading the BPF programs ({plan.backend} backend, bcc)")
+        session = WatchSession(plan, flags)
+        try:
+            session.load()
+            return session, plan
+        except BackendUnavailable as exc:
+            if i == len(plans) - 1:
+                raise
+            skipped.append(f"{plan.backend}: {exc.message}")
+    raise AssertionError("no plans")
+
+
+# --- the watch ------------------------------------------------------------------------
+
+
+class Sink(Protocol):
+    """Where a watch's output goes (render.WatchConsole, jsonout.WatchJson)."""
+
+    def start(self, wrec: WatchRecording) -> None: ...
+    def connection(self, ct: ConnTimeline) -> None: ...
+    def end(self, wrec: WatchRecording, cts: list[ConnTimeline]) -> None: ...
+
+
+class _Command:
+    """The command after --: started once the probes are attached, by a launcher
+    whose next child the kernel adds to the watched pids (task:task_newtask)."""
+
+    def __init__(self, session: WatchSession, argv: tuple[str, ...], to_stderr: bool):
+        session.set_launcher(os.getpid())
+        try:
+            self.proc = subprocess.Popen(list(argv), stdout=sys.stderr if to_stderr else None)
+        except OSError as exc:
+            raise UserError(f"cannot start {argv[0]}: {exc.strerror or exc}", "check the command") from None
+        finally:
+            session.set_launcher(0)
+        session.watch_pid(self.proc.pid)
+        self.session = session
+
+    def stop(self) -> None:
+        """Terminate the command and the processes the watch followed from it."""
+        if self.proc.poll() is not None:
+            return
+        pids = {self.proc.pid, *self.session.watched_pids()}
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+            try:
+                self.proc.wait(timeout=2)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda _: None,
+        ready: Callable[[str], None] = lambda _: None, note: Callable[[str], None] = lambda _: None) -> WatchRecording:
+    """Watch until Ctrl-C, --duration, or the end of the command (or of the --pid processes).
+    Connections go to the sink as they end (their socket destroyed), the others at the end.
+    progress: what is being done; ready: the probes are attached; note: for the user."""
+    opts, notes = check_options(opts)
+    for n in notes:
+        note(n)
+    t0 = time.monotonic_ns()
+    plans, skipped, btf, view = prepare(opts)
+    names = state_names_from_btf(btf) or dict(TCP_STATES_FALLBACK)
+    flags = offsets(btf) + filter_defines(opts, names)
+    try:
+        session, plan = load_first(plans, flags, skipped, progress)
+    except KeyboardInterrupt:
+        raise UserError("interrupted before the watch began", exit_code=130) from None
+    marks = [UserMark(START_MARK, t0), UserMark("probes attached", time.monotonic_ns())]
+    rec = replace(new_recording(plan, btf, skipped, view), scenario="watch", marks=marks)
+    wrec = WatchRecording(rec, opts.filter_json(), t0)
+    grouper, shown, command = Grouper(), [], None
+
+    def show(conns) -> None:
+        for c in conns:
+            ct = annotate_connection(wrec, c, peer_of(c, grouper.all))
+            shown.append(ct)
+            sink.connection(ct)
+
+    def collect(timeout_ms: int) -> None:
+        new = session.poll(timeout_ms)
+        rec.events += new
+        grouper.add(new)
+        done = grouper.complete(time.monotonic_ns())
+        if done:
+            rec.lost_events = session.lost()
+            show(done)
+
+    try:
+        for pid in opts.pids:
+            session.watch_pid(pid)
+        if opts.comm is not None:
+            session.watch_comm(opts.comm)
+        ready(f"probes attached ({plan.backend} backend); watching {describe_filter(opts)}; Ctrl-C to stop")
+        if opts.command:
+            command = _Command(session, opts.command, opts.command_to_stderr)
+            wrec.command_pid = command.proc.pid
+            rec.marks.append(UserMark(f"command started: pid {command.proc.pid}: {' '.join(opts.command)}",
+                                      time.monotonic_ns()))
+        sink.start(wrec)
+        end = time.monotonic() + opts.duration if opts.duration else None
+        while True:
+            collect(POLL_MS)
+            if command and command.proc.poll() is not None:
+                wrec.command_status = command.proc.returncode
+                wrec.stop_reason = "the command exited"
+            elif opts.pids and not any((Path("/proc") / str(p)).is_dir() for p in opts.pids):
+                wrec.stop_reason = "the watched processes exited"
+            elif end is not None and time.monotonic() >= end:
+                wrec.stop_reason = "--duration elapsed"
+            if wrec.stop_reason:
+                break
+        if wrec.stop_reason != "--duration elapsed":
+            drain = time.monotonic() + DRAIN_S
+            while time.monotonic() < drain:
+                collect(POLL_MS)
+    except KeyboardInterrupt:
+        wrec.stop_reason = "interrupted (Ctrl-C)"
+    finally:
+        wrec.stop_ns = time.monotonic_ns()
+        if command:
+            command.stop()
+            if wrec.command_status is None:
+                wrec.command_status = command.proc.returncode
+        try:
+            new = session.poll(0)
+            rec.events += new
+            grouper.add(new)
+            rec.lost_events = session.lost()
+        finally:
+            session.close()
+    show(grouper.rest())
+    sink.end(wrec, shown)
+    return wrec
