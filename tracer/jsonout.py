@@ -77,6 +77,8 @@ def watch_start_lines(wrec) -> Iterator[dict]:
     yield {
         "type": "meta",
         "schema": SCHEMA_VERSION,
+        "scenario": "watch",
+        "family": None,  # per connection, in its "connection" line
         "mode": "watch",
         "kernel": rec.kernel,
         "backend": rec.backend,
