@@ -280,8 +280,10 @@ def watch(pids, comm, port, duration, as_json, record, replay_file, backend, com
       sudo trace-halfclose watch --port 9999            e.g. the article's ./a.out against ncat -l 9999
       sudo trace-halfclose watch -- ./a.out
       sudo trace-halfclose watch --comm a.out --json
-      sudo trace-halfclose vm -- watch --port 9999 -- sh -c 'ncat -l 9999 & sleep 1; ./a.out'
+      sudo trace-halfclose vm -- watch --port 9999 -- sh tests/live/watch_clients.sh ./a.out 9999 1
     """
+    import os
+
     from . import render
     from .watch_annotate import WatchRecording, show
 
@@ -299,7 +301,10 @@ def watch(pids, comm, port, duration, as_json, record, replay_file, backend, com
             wrec = WatchRecording.load(replay_file)
         except (OSError, ValueError) as exc:
             _fail(UserError(f"cannot read {replay_file}: {exc}", "give a file written by `trace-halfclose watch --record`"))
-        show(wrec, sink)
+        try:
+            show(wrec, sink)
+        except BrokenPipeError:
+            _stdout_gone()
         return
     from .watch import WatchOptions, run
 
@@ -316,16 +321,28 @@ def watch(pids, comm, port, duration, as_json, record, replay_file, backend, com
 
     try:
         wrec = run(opts, sink, note=render.note, ready=ready)
-    except UserError as exc:
+    except (UserError, KeyboardInterrupt, BrokenPipeError) as exc:
         spinner.stop()
-        _fail(exc)
-    except KeyboardInterrupt:
-        spinner.stop()
+        if out:
+            out.close()
+            os.unlink(record)
+        if isinstance(exc, UserError):
+            _fail(exc)
+        if isinstance(exc, BrokenPipeError):
+            _stdout_gone()
         render.note("interrupted: probes detached")
         sys.exit(130)
     if out:
         with out:
             wrec.dump(out)
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout went away (| head): stop quietly, as a pipeline expects."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(141)  # 128 + SIGPIPE, as a shell reports a command killed by it
 
 
 if __name__ == "__main__":
