@@ -11,7 +11,7 @@ write-like calls as the writes, its socket as the client's.
 
 A connection begins where its socket joins the watch (a WATCH_ADDR event; a
 socket leaves the watch when destroyed or when a new connection starts at its
-address) and ends at its destruction.
+address) and ends at its destruction (WATCH_DESTROY).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import re
 import signal
 import struct
 from dataclasses import dataclass, field, replace
-from typing import IO, Iterable, Iterator
+from typing import IO, Callable, Iterable
 
 from .annotate import KernelNote, MarkNote, Timeline, WriteNote, annotate
 from .events import Event, Kind
@@ -108,6 +108,7 @@ class Connection:
     sk: int
     events: list[Event] = field(default_factory=list)
     ended_ns: int | None = None  # destroyed, or a new connection started at its address
+    joined: bool = False  # its WATCH_ADDR was seen
 
     @property
     def first_ns(self) -> int:
@@ -156,15 +157,19 @@ class Grouper:
             if not e.sk:
                 continue
             c = self.live.get(e.sk)
-            # A socket (re)joins the watch: a new connection at this address.
-            starts = e.kind == Kind.WATCH_ADDR and e.fd in (0, 1)
-            if c is None or (starts and c.events):
+            joins = e.kind == Kind.WATCH_ADDR and e.fd in (0, 1)
+            # A new connection at this address: after the socket's destruction (only
+            # returns of functions running then may follow), or a second join. The
+            # join's event may come after the first event of a write it joined in
+            # (a call's entry carries the call's start time).
+            if c is None or (c.ended_ns is not None and not e.is_return) or (joins and c.joined):
                 if c is not None and c.ended_ns is None:
                     c.ended_ns = e.ts_ns
                 c = Connection(len(self.all) + 1, e.sk)
                 self.live[e.sk] = c
                 self.all.append(c)
             c.events.append(e)
+            c.joined |= joins
             if e.kind == Kind.WATCH_DESTROY:
                 c.ended_ns = e.ts_ns
 
@@ -314,7 +319,7 @@ def _path_events(conn: Connection, backend: str) -> list[Event]:
     return out
 
 
-def _named_for(call: str) -> callable:
+def _named_for(call: str) -> Callable[[str], str]:
     """annotate() words a syscall-level step as write(2)'s: name the real call."""
     if call == "write":
         return lambda s: s
@@ -353,6 +358,7 @@ def _destroy_note(conn: Connection, t0: int, st) -> list[KernelNote]:
 
 def annotate_connection(wrec: WatchRecording, conn: Connection, peer: int | None = None) -> ConnTimeline:
     base = wrec.rec
+    conn.events.sort(key=lambda e: e.ts_ns)  # batches from several CPUs may interleave
     calls = calls_of(conn.events)
     lport, rport = conn.ports()
     family, laddr, raddr = conn.addresses()
@@ -392,11 +398,6 @@ def connections(wrec: WatchRecording) -> list[ConnTimeline]:
     """Every connection of a recording, annotated, in the order a live watch shows them."""
     conns = group(wrec.rec.events)
     return [annotate_connection(wrec, c, peer_of(c, conns)) for c in conns]
-
-
-def unreturned(cts: list[ConnTimeline]) -> Iterator[Call]:
-    for ct in cts:
-        yield from (c for c in ct.calls if c.ret is None)
 
 
 def show(wrec: WatchRecording, sink) -> list[ConnTimeline]:

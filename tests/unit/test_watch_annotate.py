@@ -152,6 +152,21 @@ def test_a_new_socket_at_a_reused_address_is_a_new_connection(kp):
     assert conns[0].ended_ns <= later[0].ts_ns and len(conns[0].events) == len(conns[1].events)
 
 
+def test_a_socket_that_joins_at_its_first_write(kp):
+    """Connected before the watch (or accepted): it joins in tcp_sendmsg_locked, so its
+    WATCH_ADDR comes after the call's entry event, which carries the call's start."""
+    client = client_of(connections(kp)).conn
+    first_call = next(e for e in client.events if e.kind == Kind.WATCH_CALL_ENTER)
+    first_send = next(e for e in client.events if e.kind == Kind.SENDMSG_ENTER)
+    addr = next(e for e in client.events if e.kind == Kind.WATCH_ADDR)
+    later = [e for e in client.events if e.ts_ns >= first_call.ts_ns and e.kind != Kind.WATCH_ADDR]
+    conns = group(later + [dataclasses.replace(addr, ts_ns=first_send.ts_ns - 1)])
+    assert len(conns) == 1
+    ct = client_of(connections(with_events(kp, conns[0].events)))
+    assert [(c.call, c.ret) for c in ct.calls] == [("write", 6), ("write", -EPIPE)]
+    assert ct.laddr == "127.0.0.1"
+
+
 def test_writes_from_an_untraced_caller_are_still_annotated(kp):
     """Without the write-like call's events (sendmmsg, sendfile, io_uring ...), tcp_sendmsg_locked
     itself gives the write's size and result."""

@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from tracer.cli import main
-from tracer.errors import UserError
 from tracer.jsonout import lines as core_lines
 from tracer.annotate import annotate
 from tracer.recording import Recording
