@@ -115,6 +115,7 @@ def watch_connection_lines(ct) -> Iterator[dict]:
         "comm": comm,
         "fd": fd,
         "writers": [{"pid": p, "comm": n, "fd": f} for p, n, f in ct.writers],
+        "connected_by": {"pid": ct.connected_by[0], "comm": ct.connected_by[1]} if ct.connected_by else None,
         "peer": ct.peer,
         "t_ms": _t_ms(c.first_ns, tl.t0_ns),
         "end_t_ms": _t_ms(c.ended_ns, tl.t0_ns) if c.ended_ns is not None else None,

@@ -232,8 +232,10 @@ def watch_header(wrec, console: Console) -> None:
 def watch_connection(ct, console: Console) -> None:
     """One connection: who, where, then its timeline, as the reproduction's."""
     c = ct.conn
-    who = ("; ".join(f"{escape(comm)} (pid {pid}), fd {fd if fd is not None else '?'}" for pid, comm, fd in ct.writers)
-           or "[dim]no write-like call seen: a socket's owner is known from its writes[/]")
+    who = "; ".join(f"{escape(comm)} (pid {pid}), fd {fd if fd is not None else '?'}" for pid, comm, fd in ct.writers)
+    if not who and ct.connected_by:
+        who = f"connected by {escape(ct.connected_by[1])} (pid {ct.connected_by[0]}); no write-like call seen"
+    who = who or "[dim]no write-like call seen: a socket's owner is known from its writes and connect(2)[/]"
     peer = f"  [dim](peer of #{ct.peer})[/]" if ct.peer else ""
     console.print()
     console.print(f"[bold]connection #{c.conn}[/]  {_endpoint(ct.laddr, ct.lport)} → "

@@ -286,6 +286,14 @@ class ConnTimeline:
                 out.append((c.pid, c.comm, c.fd))
         return out
 
+    @property
+    def connected_by(self) -> tuple[int, str] | None:
+        """(pid, comm) of the task whose connect(2) moved the socket to SYN_SENT: that
+        runs in the connecting task (tcp_v4_connect, net/ipv4/tcp_ipv4.c)."""
+        syn_sent = next((k for k, v in self.timeline.recording.state_names.items() if v == "SYN_SENT"), None)
+        e = next((e for e in self.conn.events if e.kind == Kind.SET_STATE and e.state == syn_sent), None)
+        return (e.pid, e.comm) if e else None
+
     def call_of(self, w: WriteNote) -> Call:
         return self.calls[w.index - 1]
 
