@@ -33,7 +33,7 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 pkgs=(bpfcc-tools python3-bpfcc python3-venv iproute2 linux-headers-amd64)
 [ "$VM" = 1 ] && pkgs+=(linux-image-amd64 qemu-system-x86 busybox-static)
 # Tests boot both Debian kernels, 6.1 and 6.12, to compare them.
-[ "$TEST" = 1 ] && pkgs+=(vagrant bpftool linux-image-6.12-amd64 linux-headers-6.12-amd64)
+[ "$TEST" = 1 ] && pkgs+=(vagrant bpftool linux-image-6.12-amd64 linux-headers-6.12-amd64 ncat gcc)
 # Headers of the running kernel, when it is one Debian packages (not a microVM's).
 if [ ! -e "/lib/modules/$release/build" ] && ! installed "linux-headers-$release"; then
     apt_update

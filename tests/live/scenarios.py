@@ -17,4 +17,21 @@ SCENARIOS = {
     "all_ipv6_json": {"args": ["--scenario", "all", "--ipv6", "--check", "--json"]},
     # Ctrl-C while attached: probes and the reproduction's process must go away.
     "sigint": {"sigint": ["--delay", "30"]},
+    # watch: the article's C client (compiled in the guest) against `ncat -l 9999`, watched by port
+    # through three backends at once, a noise connection on 9998 beside it; stopped by Ctrl-C.
+    "watch_article": {
+        "watch:kprobe_json": ["watch", "--backend", "kprobe", "--port", "9999", "--json",
+                              "--record", "{out}/watch-kprobe.rec.jsonl"],
+        "watch:kprobe_human": ["watch", "--backend", "kprobe", "--port", "9999"],
+        "watch:tracepoint_json": ["watch", "--backend", "tracepoint", "--port", "9999", "--json",
+                                  "--record", "{out}/watch-tracepoint.rec.jsonl"],
+        "traffic": ["{out}", "9999", "1"],
+    },
+    # watch -- CMD: two clients at once against `ncat -l -k`, by name and as the command's processes (fentry).
+    "watch_multi": {
+        "watch:fentry_multi": ["watch", "--backend", "fentry", "--comm", "watch_client", "--json",
+                               "--record", "{out}/watch-fentry-multi.rec.jsonl",
+                               "--", "sh", "tests/live/watch_clients.sh", "{out}/watch_client", "9999", "2", "2", "0.3"],
+        "client": ["{out}"],
+    },
 }
