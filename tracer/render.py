@@ -205,6 +205,10 @@ def out_console() -> Console:
 # --- watch (trace-halfclose watch) ----------------------------------------------------
 
 
+def _fd(fd: int | None) -> str:
+    return "?" if fd is None else str(fd)
+
+
 def _endpoint(addr: str | None, port: int) -> str:
     host = "?" if addr is None else (f"[{addr}]" if ":" in addr else addr)
     return f"{host}:{port or '?'}"
@@ -232,7 +236,7 @@ def watch_header(wrec, console: Console) -> None:
 def watch_connection(ct, console: Console) -> None:
     """One connection: who, where, then its timeline, as the reproduction's."""
     c = ct.conn
-    who = "; ".join(f"{escape(comm)} (pid {pid}), fd {fd if fd is not None else '?'}" for pid, comm, fd in ct.writers)
+    who = "; ".join(f"{escape(comm)} (pid {pid}), fd {_fd(fd)}" for pid, comm, fd in ct.writers)
     if not who and ct.connected_by:
         who = f"connected by {escape(ct.connected_by[1])} (pid {ct.connected_by[0]}); no write-like call seen"
     who = who or "[dim]no write-like call seen: a socket's owner is known from its writes and connect(2)[/]"
@@ -245,15 +249,15 @@ def watch_connection(ct, console: Console) -> None:
             _write(console, item)
             k = ct.call_of(item)
             call = f"{k.call}(2)" if k.call != "tcp_sendmsg_locked" else "tcp_sendmsg_locked (its caller is not traced)"
-            console.print(f"{'':14}[dim]{call} on fd {k.fd if k.fd is not None else '?'} by "
+            console.print(f"{'':14}[dim]{call} on fd {_fd(k.fd)} by "
                           f"{escape(k.comm)} (pid {k.pid})[/]")
         elif isinstance(item, KernelNote):
             where = f"  [magenta]({escape(item.where)})[/]" if item.where else ""
             console.print(f"[cyan]{_ms(item.t_ns)}[/]  {item.func}: {escape(item.summary)}{where}")
     for k in ct.calls:
         if k.ret is None:
-            console.print(f"[cyan]{_ms(k.t_start_ns - ct.timeline.t0_ns)}[/]  {k.call} on fd {k.fd}: "
-                          "had not returned when the watch stopped")
+            console.print(f"[cyan]{_ms(k.t_start_ns - ct.timeline.t0_ns)}[/]  {k.call} on fd {_fd(k.fd)}: "
+                          "its return was not seen (the watch stopped first, or a return probe missed it)")
     if ct.timeline.findings:
         table = Table(show_header=False, box=None, padding=(0, 1))
         for f in ct.timeline.findings:

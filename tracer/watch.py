@@ -301,14 +301,15 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
             shown.append(ct)
             sink.connection(ct)
 
-    def collect(timeout_ms: int) -> None:
+    def take(timeout_ms: int) -> None:
         new = session.poll(timeout_ms)
         rec.events += new
         grouper.add(new)
-        done = grouper.complete(time.monotonic_ns())
-        if done:
-            rec.lost_events = session.lost()
-            show(done)
+        rec.lost_events = session.lost()
+
+    def collect(timeout_ms: int) -> None:
+        take(timeout_ms)
+        show(grouper.complete(time.monotonic_ns()))
 
     try:
         for pid in opts.pids:
@@ -347,10 +348,7 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
             if wrec.command_status is None:
                 wrec.command_status = command.proc.returncode
         try:
-            new = session.poll(0)
-            rec.events += new
-            grouper.add(new)
-            rec.lost_events = session.lost()
+            take(0)
         finally:
             session.close()
     show(grouper.rest())

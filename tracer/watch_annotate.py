@@ -208,7 +208,7 @@ class Call:
     comm: str
     fd: int | None
     size: int  # bytes asked; -1 when not known
-    ret: int | None  # the kernel's return value (negative errno); None: not returned when the watch stopped
+    ret: int | None  # the kernel's return value (negative errno); None: its return was not seen
     t_start_ns: int
     t_end_ns: int | None
 
@@ -223,41 +223,34 @@ class Call:
                            self.t_start_ns, self.t_end_ns)
 
 
-def calls_of(events: list[Event]) -> list[Call]:
-    """The connection's write-like calls: WATCH_CALL_ENTER/EXIT pairs per thread, and
-    tcp_sendmsg_locked calls outside any of them (kprobe, fentry)."""
-    found, open_by_tid = [], {}
+def _pairs(events: list[Event], enter: Kind, exit_: Kind) -> list[tuple[Event, Event | None]]:
+    """Entry events with the exit that followed on the same thread (None: not seen)."""
+    out, open_by_tid = [], {}
     for e in events:
-        if e.kind == Kind.WATCH_CALL_ENTER:
-            open_by_tid[e.tid] = e
-        elif e.kind == Kind.WATCH_CALL_EXIT and e.tid in open_by_tid:
-            found.append((open_by_tid.pop(e.tid), e))
-    found += [(e, None) for e in open_by_tid.values()]
-    calls = [(CALLS.get(a.old_state, str(a.old_state)), a.pid, a.tid, a.comm, a.fd, a.value,
-              b.value if b else None, a.ts_ns, b.ts_ns if b else None) for a, b in found]
+        if e.kind == enter:
+            open_by_tid[e.tid] = len(out)
+            out.append((e, None))
+        elif e.kind == exit_ and e.tid in open_by_tid:
+            i = open_by_tid.pop(e.tid)
+            out[i] = (out[i][0], e)
+    return out
+
+
+def calls_of(events: list[Event]) -> list[Call]:
+    """The connection's write-like calls: WATCH_CALL_ENTER/EXIT pairs, and the
+    tcp_sendmsg_locked calls outside any of them (kprobe, fentry)."""
+    calls = [(CALLS.get(a.old_state, str(a.old_state)), a, b)
+             for a, b in _pairs(events, Kind.WATCH_CALL_ENTER, Kind.WATCH_CALL_EXIT)]
 
     def inside(e: Event) -> bool:
-        return any(tid == e.tid and t0 <= e.ts_ns and (t1 is None or e.ts_ns <= t1)
-                   for _, _, tid, _, _, _, _, t0, t1 in calls)
+        return any(a.tid == e.tid and a.ts_ns <= e.ts_ns and (b is None or e.ts_ns <= b.ts_ns) for _, a, b in calls)
 
-    ret_of = _sendmsg_returns(events)
-    for e in events:
-        if e.kind == Kind.SENDMSG_ENTER and not inside(e):
-            r = ret_of.get(id(e))
-            calls.append((UNTRACED_CALL, e.pid, e.tid, e.comm, None, e.value, r.value if r else None, e.ts_ns,
-                          r.ts_ns if r else None))
-    calls.sort(key=lambda c: c[7])
-    return [Call(i, *c) for i, c in enumerate(calls, 1)]
-
-
-def _sendmsg_returns(events: list[Event]) -> dict[int, Event]:
-    out, open_by_tid = {}, {}
-    for e in events:
-        if e.kind == Kind.SENDMSG_ENTER:
-            open_by_tid[e.tid] = e
-        elif e.kind == Kind.SENDMSG_RETURN and e.tid in open_by_tid:
-            out[id(open_by_tid.pop(e.tid))] = e
-    return out
+    calls += [(UNTRACED_CALL, a, b) for a, b in _pairs(events, Kind.SENDMSG_ENTER, Kind.SENDMSG_RETURN)
+              if not inside(a)]
+    calls.sort(key=lambda c: c[1].ts_ns)
+    return [Call(i, name, a.pid, a.tid, a.comm, None if name == UNTRACED_CALL else a.fd, a.value,
+                 b.value if b else None, a.ts_ns, b.ts_ns if b else None)
+            for i, (name, a, b) in enumerate(calls, 1)]
 
 
 # --- annotation --------------------------------------------------------------------
