@@ -236,14 +236,10 @@ class WatchPlan:
         return flags
 
     def attached_names(self) -> list[str]:
-        if self.backend == "tracepoint":
-            return [f"tracepoint:{tp}" for tp in self.tracepoints]
-        on, off = {"kprobe": ("kprobe", "kretprobe"), "fentry": ("fentry", "fexit")}[self.backend]
-        names = []
-        for p in self.functions:
-            names += [f"{on}:{p.func}"] + ([f"{off}:{p.func}"] if p.ret else [])
-        for c in self.calls:
-            names += [f"{on}:{c.func}", f"{off}:{c.func}"]
+        names = Plan(self.backend, self.functions).attached_names()  # the write path's, named as for the reproduction
+        if self.backend != "tracepoint":
+            on, off = {"kprobe": ("kprobe", "kretprobe"), "fentry": ("fentry", "fexit")}[self.backend]
+            names += [name for c in self.calls for name in (f"{on}:{c.func}", f"{off}:{c.func}")]
         return names + [f"tracepoint:{tp}" for tp in self.tracepoints]
 
 
