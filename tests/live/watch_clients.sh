@@ -15,8 +15,8 @@ wait_for() { # wait_for COUNT STATE-FILTER: until ss lists COUNT sockets on the 
     done
 }
 sleep 600 | ncat -l $keep "$port" >/dev/null &
+server=$!  # the pipeline's last command: ncat
 wait_for 1 "state listening"
-server=$(pgrep -n -x ncat)
 pids=""
 i=0
 while [ $i -lt "$n" ]; do
