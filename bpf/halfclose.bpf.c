@@ -850,7 +850,7 @@ TRACEPOINT_PROBE(task, task_newtask)
 	u32 *launcher = watch_launcher.lookup(&zero);
 	u8 one = 1;
 
-	if (args->clone_flags & 0x00010000 /* CLONE_THREAD */)
+	if (args->clone_flags & 0x00010000 /* CLONE_THREAD, include/uapi/linux/sched.h v6.1 */)
 		return 0;
 	if ((launcher && *launcher == tgid) || watch_pids.lookup(&tgid))
 		watch_pids.update(&child, &one);
@@ -953,8 +953,8 @@ int watch_fin_enter(struct pt_regs *ctx)
 	return hc_watch_entry(HC_TCP_FIN, (void *)PT_REGS_PARM1(ctx), 0, 0, 1);
 }
 
-/* The write-like calls, where they get their fd (signatures as in BTF of 6.1,
- * 6.12 and 6.18): ssize_t ksys_write(unsigned int fd, ...) (fs/read_write.c),
+/* The write-like calls, where they get their fd (signatures read from the BTF of
+ * Debian's 6.1.0-56 and 6.12.117 and of 6.18.44): ssize_t ksys_write(unsigned int fd, ...) (fs/read_write.c),
  * int __sys_sendto(int fd, ...) and long __sys_sendmsg(int fd, ...)
  * (net/socket.c), ssize_t do_writev(unsigned long fd, ...) (fs/read_write.c). */
 int watch_ksys_write(struct pt_regs *ctx)
@@ -1143,7 +1143,7 @@ static __always_inline int hc_is_tcp(const void *sk)
 		total += len;							\
 	}
 /* The bytes a writev/sendmsg asks to send: the sum of its iovec lengths
- * (struct iovec {void *iov_base; size_t iov_len;}, include/uapi/linux/uio.h);
+ * (struct iovec {void *iov_base; size_t iov_len;}, include/uapi/linux/uio.h, v6.1);
  * -1 past HC_IOV_MAX entries or when user memory cannot be read. Written out,
  * not a loop: 6.1's verifier refuses the loop clang makes of it. */
 static __always_inline s64 hc_iov_bytes(const char *iov, u64 n)
@@ -1158,7 +1158,7 @@ static __always_inline s64 hc_iov_bytes(const char *iov, u64 n)
 	return total;
 }
 
-/* struct user_msghdr (include/linux/socket.h): msg_iov at 16, msg_iovlen at 24 (64-bit). */
+/* struct user_msghdr (include/linux/socket.h, v6.1): msg_iov at 16, msg_iovlen at 24 (64-bit). */
 static __always_inline s64 hc_msg_bytes(const char *msg)
 {
 	const char *iov = 0;

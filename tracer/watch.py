@@ -55,7 +55,7 @@ V6_FIELDS = {
     "OFF_SKC_V6_RCV_SADDR": ("sock", "__sk_common.skc_v6_rcv_saddr"),
     "OFF_SKC_V6_DADDR": ("sock", "__sk_common.skc_v6_daddr"),
 }
-TASK_COMM_LEN = 16  # include/linux/sched.h: a task's name keeps 15 characters and a NUL
+TASK_COMM_LEN = 16  # include/linux/sched.h (v6.1, v6.12): a task's name keeps 15 bytes and a NUL
 POLL_MS = 100
 DRAIN_S = 0.3  # after the command or the watched processes are gone: their sockets' last events
 
@@ -101,7 +101,7 @@ def check_options(opts: WatchOptions, proc: Path = Path("/proc")) -> tuple[Watch
         if len(raw) > TASK_COMM_LEN - 1:
             cut = raw[:TASK_COMM_LEN - 1].decode(errors="ignore")
             notes.append(f"--comm: the kernel keeps the first {TASK_COMM_LEN - 1} bytes of a task's name "
-                         f"(TASK_COMM_LEN, include/linux/sched.h): matching {cut!r}")
+                         f"(TASK_COMM_LEN, include/linux/sched.h, v6.1): matching {cut!r}")
             opts = replace(opts, comm=cut)
     if opts.command and shutil.which(opts.command[0]) is None:
         raise UserError(f"command not found: {opts.command[0]}", "give a program on PATH, or its path")

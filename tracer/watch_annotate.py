@@ -32,7 +32,7 @@ from .recording import Recording, UserMark, WriteResult
 CALLS = {1: "write", 2: "sendto", 3: "sendmsg", 4: "writev"}
 # A tcp_sendmsg_locked call that none of the traced calls led to (sendmmsg, sendfile, io_uring, the kernel).
 UNTRACED_CALL = "tcp_sendmsg_locked"
-# linux/socket.h: AF_INET 2, AF_INET6 10.
+# include/linux/socket.h (v6.1): AF_INET 2, AF_INET6 10.
 FAMILIES = {2: "AF_INET", 10: "AF_INET6"}
 # Events that identify a connection or a call; they do not go into annotate()'s recording as such.
 WATCH_KINDS = {Kind.WATCH_ADDR, Kind.WATCH_DESTROY, Kind.WATCH_CALL_ENTER, Kind.WATCH_CALL_EXIT}
