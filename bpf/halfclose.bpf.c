@@ -28,15 +28,29 @@ BPF_ARRAY(target_port, u32, 1);
 BPF_PERCPU_ARRAY(dropped, u64, 1); /* events lost because the ring buffer was full */
 BPF_RINGBUF_OUTPUT(events, 64);
 
+/* The filters' values: 0 means not set yet, and then nothing passes. */
+static __always_inline u32 hc_target_netns(void)
+{
+	int zero = 0;
+	u32 *v = target_netns.lookup(&zero);
+
+	return v ? *v : 0;
+}
+
+static __always_inline u32 hc_target_pid(void)
+{
+	int zero = 0;
+	u32 *v = target_pid.lookup(&zero);
+
+	return v ? *v : 0;
+}
+
 /* First thing in every program: only sockets of the traced namespace pass. */
 static __always_inline int hc_traced(const void *sk)
 {
-	int zero = 0;
-	u32 *want = target_netns.lookup(&zero);
+	u32 want = hc_target_netns();
 
-	if (!sk || !want || !*want)
-		return 0;
-	return hc_sk_netns(sk) == *want;
+	return sk && want && hc_sk_netns(sk) == want;
 }
 
 /* A full ring buffer loses the event: counted, never silent. */
@@ -88,11 +102,10 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
  * saw them; loopback delivers each one it sends. */
 TRACEPOINT_PROBE(net, net_dev_start_xmit)
 {
-	int zero = 0;
-	u32 *want = target_netns.lookup(&zero);
+	u32 want = hc_target_netns();
 	struct hc_event e = {};
 
-	if (!want || !*want || hc_skb_netns(args->skbaddr) != *want)
+	if (!want || hc_skb_netns(args->skbaddr) != want)
 		return 0;
 	hc_fill(&e, HC_PACKET, 0);
 	if (!hc_read_tcp(&e, args->skbaddr))
@@ -106,11 +119,10 @@ TRACEPOINT_PROBE(net, net_dev_start_xmit)
 /* Signals generated for the client (SIGPIPE from sk_stream_error's send_sig). */
 TRACEPOINT_PROBE(signal, signal_generate)
 {
-	int zero = 0;
-	u32 *pid = target_pid.lookup(&zero);
+	u32 pid = hc_target_pid();
 	struct hc_event e = {};
 
-	if (!pid || !*pid || args->pid != *pid)
+	if (!pid || args->pid != pid)
 		return 0;
 	hc_fill(&e, HC_SIGNAL, 0);
 	e.value = args->sig;
@@ -124,14 +136,11 @@ TRACEPOINT_PROBE(signal, signal_generate)
  * socket, a timewait socket (only its sock_common part is valid), or none. */
 static __always_inline int hc_send_reset(const void *sk, const void *skb, int state_known, u8 tp_state)
 {
-	int zero = 0;
-	u32 *want = target_netns.lookup(&zero);
+	u32 want = hc_target_netns();
 	struct hc_event e = {};
 	u16 port;
 
-	if (!want || !*want)
-		return 0;
-	if ((sk ? hc_sk_netns(sk) : (skb ? hc_skb_netns(skb) : 0)) != *want)
+	if (!want || (sk ? hc_sk_netns(sk) : (skb ? hc_skb_netns(skb) : 0)) != want)
 		return 0;
 	/* No segment to answer: the socket resets its own connection
 	 * (tcp_send_active_reset fires tcp:tcp_send_reset with skb NULL, 6.1+). */
@@ -491,10 +500,9 @@ BPF_HASH(io_fd, u32, s32, 1024); /* tid -> fd of the read or write in progress *
 
 static __always_inline int hc_is_client(void)
 {
-	int zero = 0;
-	u32 *pid = target_pid.lookup(&zero);
+	u32 pid = hc_target_pid();
 
-	return pid && *pid && (bpf_get_current_pid_tgid() >> 32) == *pid;
+	return pid && (bpf_get_current_pid_tgid() >> 32) == pid;
 }
 #endif /* HC_TRACEPOINTS */
 

@@ -22,7 +22,7 @@ enum hc_kind {
 	HC_TCP_FIN_RETURN = 12,      /* tcp_fin return */
 	HC_SET_STATE = 13,           /* sock:inet_sock_set_state; old_state -> state */
 	HC_RESET_TP = 14,            /* tcp:tcp_receive_reset (first thing in tcp_reset) */
-	HC_ERROR_REPORT = 15,        /* sock:inet_sk_error_report; value = error; no sk, ports only */
+	HC_ERROR_REPORT = 15,        /* sock:inet_sk_error_report; value = error; ports (watch: also the sk) */
 	HC_SEND_LENGTH = 16,         /* sock:sock_send_length (6.3+): sock_sendmsg returned value */
 	HC_WRITE_ENTER = 17,         /* syscalls:sys_enter_write; fd, value = count, socket fields via the fd */
 	HC_WRITE_EXIT = 18,          /* syscalls:sys_exit_write; fd, value = ret, socket fields via the fd */

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tracer.collect import load_first, prepare  # noqa: E402
+from tracer.collect import load_first, prepare, reproduction_session  # noqa: E402
 
 PAYLOAD = b"x" * 64
 
@@ -77,7 +77,7 @@ def main() -> int:
     print(f"  baseline              {base:6.2f} µs/write")
 
     plans, skipped, btf, _ = prepare(args.backend)
-    session, plan = load_first(plans, btf, skipped, lambda _msg: None)
+    session, plan = load_first(plans, reproduction_session(btf), skipped, lambda _msg: None)
     try:
         session.trace_netns(1)  # no namespace has inode 1: every hook fires and filters out
         session.trace_client(1, 1)

@@ -164,7 +164,9 @@ def replay(recording, as_json, check) -> None:
     try:
         recs = Recording.load_all(recording)
     except (OSError, ValueError) as exc:
-        _fail(UserError(f"cannot read {recording}: {exc}", "give a file written by `trace-halfclose --record`"))
+        hint = ("a watch recording is replayed with `trace-halfclose watch --replay FILE`"
+                if "'watch'" in str(exc) else "give a file written by `trace-halfclose --record`")
+        _fail(UserError(f"cannot read {recording}: {exc}", hint))
     _show(recs, as_json, check)
 
 

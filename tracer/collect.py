@@ -53,8 +53,9 @@ def offsets_for(plan: Plan, btf: Btf) -> list[str]:
         raise UserError(f"a kernel struct field is missing from BTF: {exc}", "report this kernel version") from None
 
 
-def prepare(backend: str) -> tuple[list[Plan], list[str], Btf, KernelView]:
-    """Every check that can fail before bcc runs, in the order a user fixes them."""
+def check_basics() -> Path:
+    """The checks every traced command needs before bcc runs, in the order a user
+    fixes them; returns tracefs."""
     require_root()
     tracefs = ensure_tracefs()
     if headers_dir() is None:
@@ -63,6 +64,12 @@ def prepare(backend: str) -> tuple[list[Plan], list[str], Btf, KernelView]:
             "apt-get install linux-headers-$(uname -r) (scripts/setup.sh links Debian's headers for a "
             "kernel Debian does not package; struct layouts come from BTF)",
         )
+    return tracefs
+
+
+def prepare(backend: str) -> tuple[list[Plan], list[str], Btf, KernelView]:
+    """Every check that can fail before bcc runs, then the backends to try."""
+    tracefs = check_basics()
     btf = load_btf()
     view = kernel_view(tracefs)
     plans, skipped = candidates(backend, view)
@@ -83,13 +90,14 @@ def new_recording(plan: Plan, btf: Btf, notes: list[str], view: KernelView) -> R
     )
 
 
-def load_first(plans: list[Plan], btf: Btf, skipped: list[str], progress: Callable[[str], None]):
-    """Load the first plan the kernel accepts (auto: kprobe, then fentry, then tracepoints)."""
-    from .probes import BackendUnavailable, BpfSession  # imports bcc: only once the checks passed
+def load_first(plans: list, make_session: Callable, skipped: list[str], progress: Callable[[str], None]):
+    """Load the first plan the kernel accepts (auto: kprobe, then fentry, then
+    tracepoints); make_session(plan) builds the session to load."""
+    from .probes import BackendUnavailable  # imports bcc: only once the checks passed
 
     for i, plan in enumerate(plans):
         progress(f"compiling and loading the BPF programs ({plan.backend} backend, bcc)")
-        session = BpfSession(plan, offsets_for(plan, btf))
+        session = make_session(plan)
         try:
             session.load()
             return session, plan
@@ -100,10 +108,16 @@ def load_first(plans: list[Plan], btf: Btf, skipped: list[str], progress: Callab
     raise AssertionError("no plans")  # candidates() never returns an empty list
 
 
+def reproduction_session(btf: Btf) -> Callable:
+    from .probes import BpfSession
+
+    return lambda plan: BpfSession(plan, offsets_for(plan, btf))
+
+
 def collect(runs: list[repro.ReproOptions], backend: str, progress: Callable[[str], None]) -> list[Recording]:
     """Run each reproduction in turn under one loaded BPF object (bcc compiles once)."""
     plans, skipped, btf, view = prepare(backend)
-    session, plan = load_first(plans, btf, skipped, progress)
+    session, plan = load_first(plans, reproduction_session(btf), skipped, progress)
     out = []
     try:
         for opts in runs:

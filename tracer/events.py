@@ -167,27 +167,11 @@ class Event:
 
 
 def decode(raw: RawEvent) -> Event:
-    """The one place a raw kernel event becomes an Event."""
-    return Event(
-        ts_ns=raw.ts_ns,
-        sk=raw.sk,
-        value=raw.value,
-        pid=raw.pid,
-        tid=raw.tid,
-        sk_err=raw.sk_err,
-        kind=Kind(raw.kind),
-        fd=raw.fd,
-        cpu=raw.cpu,
-        seq=raw.seq,
-        ack_seq=raw.ack_seq,
-        sport=raw.sport,
-        dport=raw.dport,
-        state=raw.state,
-        old_state=raw.old_state,
-        sk_shutdown=raw.sk_shutdown,
-        tcp_flags=raw.tcp_flags,
-        comm=raw.comm.decode("utf-8", "replace"),
-    )
+    """The one place a raw kernel event becomes an Event: same field names."""
+    values = {f.name: getattr(raw, f.name) for f in fields(Event)}
+    values["kind"] = Kind(raw.kind)
+    values["comm"] = raw.comm.decode("utf-8", "replace")
+    return Event(**values)
 
 
 def decode_bytes(buf: bytes) -> Event:

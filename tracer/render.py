@@ -84,15 +84,20 @@ def _kernel(console: Console, n: KernelNote) -> None:
     )
 
 
-def timeline(tl: Timeline, console: Console | None = None) -> None:
-    console = console or Console(highlight=False)
-    rec = tl.recording
-    console.print(f"[bold]trace-halfclose[/] on Linux {rec.kernel}, backend {rec.backend}")
+def _backend_lines(console: Console, title: str, rec) -> None:
+    """The first lines of every timeline: kernel, backend, why not the others, probes."""
+    console.print(f"[bold]{title}[/] on Linux {rec.kernel}, backend {rec.backend}")
     for why in rec.backend_notes:
         console.print(f"not used: {why}", style="dim")
     console.print(f"probes: {', '.join(rec.attached)}", style="dim")
     if rec.missing:
         console.print(f"not on this kernel: {', '.join(rec.missing)}", style="dim")
+
+
+def timeline(tl: Timeline, console: Console | None = None) -> None:
+    console = console or Console(highlight=False)
+    rec = tl.recording
+    _backend_lines(console, "trace-halfclose", rec)
     host = "[::1]" if rec.family == "ipv6" else "127.0.0.1"
     console.print(
         f"reproduction: scenario {rec.scenario}, netns {rec.netns}, server {host}:{rec.server_port}, "
@@ -216,12 +221,7 @@ def _endpoint(addr: str | None, port: int) -> str:
 
 def watch_header(wrec, console: Console) -> None:
     rec = wrec.rec
-    console.print(f"[bold]trace-halfclose watch[/] on Linux {rec.kernel}, backend {rec.backend}")
-    for why in rec.backend_notes:
-        console.print(f"not used: {why}", style="dim")
-    console.print(f"probes: {', '.join(rec.attached)}", style="dim")
-    if rec.missing:
-        console.print(f"not on this kernel: {', '.join(rec.missing)}", style="dim")
+    _backend_lines(console, "trace-halfclose watch", rec)
     f = wrec.filter
     parts = [f"pid {', '.join(map(str, f['pids']))}" if f.get("pids") else "",
              f"comm {f['comm']!r}" if f.get("comm") is not None else "",

@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from .btf import Btf, BtfError
-from .collect import BTF_PATH, load_btf, new_recording
+from .collect import BTF_PATH, check_basics, load_btf, load_first, new_recording
 from .errors import UserError
 from .kernel_names import TCP_STATES_FALLBACK, state_names_from_btf
-from .kernel_support import ensure_tracefs, headers_dir, kernel_functions, kprobes_available, require_root, \
-    tracepoint_exists
+from .kernel_support import kernel_functions, kprobes_available, tracepoint_exists
 from .offsets import FD_FIELDS, SOCK_FIELDS, cflags, field_locations
 from .probe_plan import (DESTROY_TP, EXIT_TP, FUNCTIONS, NEWTASK_TP, TRACEPOINTS, WATCH_CALLS, WATCH_SYS_EXIT,
                          WATCH_TP_EVENTS, KernelView, WatchPlan, watch_candidates)
@@ -152,12 +151,7 @@ def kernel_view(tracefs: Path, btf: Btf) -> tuple[KernelView, frozenset[str]]:
 
 def prepare(opts: WatchOptions) -> tuple[list[WatchPlan], list[str], Btf, KernelView]:
     """The checks that can fail before bcc runs, as for the reproduction."""
-    require_root()
-    tracefs = ensure_tracefs()
-    if headers_dir() is None:
-        raise UserError(f"no kernel headers for {os.uname().release} (bcc needs /lib/modules/{os.uname().release}/build)",
-                        "apt-get install linux-headers-$(uname -r) (scripts/setup.sh links Debian's headers "
-                        "for a kernel Debian does not package)")
+    tracefs = check_basics()
     btf = load_btf()
     view, btf_funcs = kernel_view(tracefs, btf)
     plans, skipped = watch_candidates(opts.backend, view, opts.follow, opts.by_pid, btf_funcs)
@@ -213,21 +207,6 @@ class WatchSession(BpfSession):
 
     def set_launcher(self, tgid: int) -> None:
         self._set("watch_launcher", tgid)
-
-
-def load_first(plans: list[WatchPlan], flags: list[str], skipped: list[str], progress: Callable[[str], None]):
-    """The first plan the kernel accepts, as collect.load_first does for the reproduction."""
-    for i, plan in enumerate(plans):
-        progress(f"compiling and loading the BPF programs ({plan.backend} backend, bcc)")
-        session = WatchSession(plan, flags)
-        try:
-            session.load()
-            return session, plan
-        except BackendUnavailable as exc:
-            if i == len(plans) - 1:
-                raise
-            skipped.append(f"{plan.backend}: {exc.message}")
-    raise AssertionError("no plans")
 
 
 # --- the watch ------------------------------------------------------------------------
@@ -287,7 +266,7 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
     names = state_names_from_btf(btf) or dict(TCP_STATES_FALLBACK)
     flags = offsets(btf) + filter_defines(opts, names)
     try:
-        session, plan = load_first(plans, flags, skipped, progress)
+        session, plan = load_first(plans, lambda plan: WatchSession(plan, flags), skipped, progress)
     except KeyboardInterrupt:
         raise UserError("interrupted before the watch began", exit_code=130) from None
     marks = [UserMark(START_MARK, t0), UserMark("probes attached", time.monotonic_ns())]

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from tracer.annotate import annotate
 from tracer.cli import main
 from tracer.events import Kind
-from tracer.recording import Recording, WriteResult
+from tracer.recording import Recording
 from tracer.scenarios import ORDER, SCENARIOS
 from tracer.verdicts import check
 
