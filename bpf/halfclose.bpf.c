@@ -134,7 +134,7 @@ TRACEPOINT_PROBE(signal, signal_generate)
 
 /* An RST answering a segment: sk is the socket it was sent for -- a full
  * socket, a timewait socket (only its sock_common part is valid), or none. */
-static __always_inline int hc_send_reset(const void *sk, const void *skb, int state_known, u8 tp_state)
+static __always_inline int hc_send_reset(const void *sk, const void *skb)
 {
 	u32 want = hc_target_netns();
 	struct hc_event e = {};
@@ -151,8 +151,6 @@ static __always_inline int hc_send_reset(const void *sk, const void *skb, int st
 		bpf_probe_read_kernel(&e.state, 1, (const char *)sk + OFF_SKC_STATE);
 		if (e.state == 6 /* TCP_TIME_WAIT */)
 			bpf_probe_read_kernel(&e.old_state, 1, (const char *)sk + OFF_TW_SUBSTATE);
-	} else if (state_known) {
-		e.state = tp_state;
 	}
 	/* The answered segment's ports, turned to the sender's view. */
 	if (skb && hc_read_tcp(&e, skb)) {
@@ -284,7 +282,7 @@ int fin_return(struct pt_regs *ctx)
 /* void tcp_v4_send_reset(const struct sock *sk, struct sk_buff *skb[, reason]); likewise v6 */
 int send_reset_enter(struct pt_regs *ctx)
 {
-	return hc_send_reset((void *)PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx), 0, 0);
+	return hc_send_reset((void *)PT_REGS_PARM1(ctx), (void *)PT_REGS_PARM2(ctx));
 }
 
 /* void tcp_send_active_reset(struct sock *sk, gfp_t priority[, reason]) */
@@ -386,14 +384,14 @@ KRETFUNC_PROBE(tcp_fin, void *sk)
 #ifdef HAVE_tcp_v4_send_reset
 KFUNC_PROBE(tcp_v4_send_reset, void *sk, void *skb)
 {
-	return hc_send_reset(sk, skb, 0, 0);
+	return hc_send_reset(sk, skb);
 }
 #endif
 
 #ifdef HAVE_tcp_v6_send_reset
 KFUNC_PROBE(tcp_v6_send_reset, void *sk, void *skb)
 {
-	return hc_send_reset(sk, skb, 0, 0);
+	return hc_send_reset(sk, skb);
 }
 #endif
 
@@ -458,12 +456,11 @@ struct tcp_send_reset_args {
 	u64 common;
 	const void *skbaddr;
 	const void *skaddr;
-	int state;
 };
 
 int send_reset_tp(struct tcp_send_reset_args *args)
 {
-	return hc_send_reset(args->skaddr, args->skbaddr, 1, (u8)args->state);
+	return hc_send_reset(args->skaddr, args->skbaddr);
 }
 #endif
 

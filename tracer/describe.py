@@ -16,7 +16,6 @@ from .kernel_names import err_name, shutdown_name
 
 TCP_FLAGS = ((0x02, "S"), (0x01, "F"), (0x04, "R"), (0x08, "P"), (0x10, "."))
 SIGNAL_RESULT = {0: "delivered", 1: "ignored", 2: "already pending", 3: "overflow", 4: "info lost"}
-NO_SOCKET = 0xFF  # SEND_RESET.state when no socket sent it (bpf/halfclose.h)
 TIME_WAIT = "TIME_WAIT"
 
 
@@ -29,7 +28,7 @@ def rst_sender(e: Event, st: Callable[[int], str]) -> str:
     """Which server-side path sent an RST, from a SEND_RESET/ACTIVE_RESET event."""
     if e.kind == Kind.ACTIVE_RESET:
         return "active reset"
-    if e.state == NO_SOCKET or (e.sk == 0 and e.state in (0, NO_SOCKET)):
+    if e.sk == 0:
         return "no socket"
     return "timewait" if st(e.state) == TIME_WAIT else "full socket"
 
