@@ -106,6 +106,11 @@ class Timeline:
     findings: list[str]
     reads: list[WriteNote] = field(default_factory=list)
 
+    def kernel_notes(self, kind: Kind | None = None, side: str | None = None) -> list[KernelNote]:
+        """The kernel steps in time order, optionally of one event kind and one side."""
+        return [n for n in self.items if isinstance(n, KernelNote)
+                and (kind is None or n.event.kind == kind) and (side is None or n.side == side)]
+
 
 class _Ctx:
     """What the notes need to know about the run: names and which socket is which."""

@@ -59,7 +59,7 @@ class ClaimResult:
 
 
 def _client(tl: Timeline) -> list[KernelNote]:
-    return [n for n in tl.items if isinstance(n, KernelNote) and n.side == "client"]
+    return tl.kernel_notes(side="client")
 
 
 def _write(tl: Timeline, i: int) -> WriteNote | None:
@@ -135,7 +135,7 @@ def _sendmsg_file(tl: Timeline) -> Verdict:
 
 
 def _peer_rst(tl: Timeline) -> Verdict:
-    packets = [n for n in tl.items if isinstance(n, KernelNote) and n.event.kind == Kind.PACKET]
+    packets = tl.kernel_notes(Kind.PACKET)
     data = next((p for p in packets if p.side == "client" and p.values["length"] > 0), None)
     rst = next((p for p in packets if p.side == "server" and "R" in p.values["flags"]), None)
     sender = observed_rst_sender(tl)
@@ -238,7 +238,7 @@ ARTICLE_PACKETS = (("client", "[S]"), ("server", "[S.]"), ("client", "[.]"), ("s
 def _packets(tl: Timeline) -> Verdict:
     if not any("net_dev_start_xmit" in p for p in tl.recording.attached):
         return Verdict(NOT_OBSERVED, ("net:net_dev_start_xmit is not available to capture packets",))
-    seen = [n for n in tl.items if isinstance(n, KernelNote) and n.event.kind == Kind.PACKET]
+    seen = tl.kernel_notes(Kind.PACKET)
     got = tuple((n.side, n.values["flags"]) for n in seen)
     text = ", ".join(f"{s} {f}" + (f" {n.values['length']} bytes" if n.values["length"] else "")
                      for (s, f), n in zip(got, seen))

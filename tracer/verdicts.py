@@ -52,10 +52,7 @@ def _expected_result(e: str | None) -> str:
 
 def observed_rst_sender(tl: Timeline) -> str | None:
     """Who sent the RST, from the traced sender path (not guessed): None if no RST was sent."""
-    for n in (x for x in tl.items if hasattr(x, "values")):
-        if n.values.get("rst_sender"):
-            return n.values["rst_sender"]
-    return None
+    return next((n.values["rst_sender"] for n in tl.kernel_notes() if n.values.get("rst_sender")), None)
 
 
 def _rst_observable(tl: Timeline) -> bool:
@@ -81,8 +78,7 @@ def check(tl: Timeline) -> ScenarioVerdict:
         rows.append(Row("read", exp.read, got, got == exp.read))
 
     sender = observed_rst_sender(tl)
-    client_reset = any(getattr(n, "side", "") == "client" and n.event.kind in (Kind.TCP_RESET, Kind.RESET_TP)
-                       for n in tl.items if hasattr(n, "event"))
+    client_reset = any(n.event.kind in (Kind.TCP_RESET, Kind.RESET_TP) for n in tl.kernel_notes(side="client"))
     if exp.rst_from is None:
         rows.append(Row("RST", "none", "none" if not (sender or client_reset) else (sender or "an RST arrived"),
                         not (sender or client_reset)))
@@ -93,8 +89,7 @@ def check(tl: Timeline) -> ScenarioVerdict:
                         None if not _rst_observable(tl) else False))
 
     signal_tp = any("signal_generate" in p for p in tl.recording.attached)
-    sigs = [n for n in tl.items if hasattr(n, "event") and n.event.kind == Kind.SIGNAL
-            and n.values.get("signal") == "SIGPIPE"]
+    sigs = [n for n in tl.kernel_notes(Kind.SIGNAL) if n.values.get("signal") == "SIGPIPE"]
     if not signal_tp:
         rows.append(Row("SIGPIPE", exp.sigpipe, "not observable here", None))
     else:
