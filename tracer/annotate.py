@@ -89,6 +89,7 @@ class KernelNote:
     where: str  # placement relative to the writes, when it matters
     event: Event
     values: dict = field(default_factory=dict)
+    teardown: bool = False  # after the reproduction ended: the client's and server's exit
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,9 @@ class Timeline:
     reads: list[WriteNote] = field(default_factory=list)
 
     def kernel_notes(self, kind: Kind | None = None, side: str | None = None) -> list[KernelNote]:
-        """The kernel steps in time order, optionally of one event kind and one side."""
-        return [n for n in self.items if isinstance(n, KernelNote)
+        """The scenario's kernel steps in time order (not the teardown's), optionally of one
+        event kind and one side: what claims and verdicts judge."""
+        return [n for n in self.items if isinstance(n, KernelNote) and not n.teardown
                 and (kind is None or n.event.kind == kind) and (side is None or n.side == side)]
 
 
@@ -120,10 +122,16 @@ class _Ctx:
         self.names = rec.state_names
         # A socket keeps its address but loses its port once closed (inet_put_port
         # zeroes inet_num): learn each address's side while it still has ports.
+        # An accepted socket's first event (LISTEN → SYN_RECV) still has the listener's
+        # ports: inet_csk_clone_lock sets the state before it copies inet_dport from the
+        # request (net/ipv4/inet_connection_sock.c, 6.1.192:1195, 6.12.117:1264). A
+        # connection's own ports win over that.
         self.sk_side: dict[int, str] = {}
         for e in rec.events:
             side = self._by_ports(e)
-            if e.sk and side != "socket":
+            if e.sk and side in ("client", "server"):
+                self.sk_side[e.sk] = self.sk_side.get(e.sk) if self.sk_side.get(e.sk) in ("client", "server") else side
+            elif e.sk and side == "listener":
                 self.sk_side.setdefault(e.sk, side)
         # Initial sequence numbers by sender port (from the SYNs), for relative seqs like tcpdump's.
         self.isn = {e.sport: e.seq for e in rec.events if e.kind == Kind.PACKET and e.tcp_flags & 0x02}
@@ -418,7 +426,9 @@ def _kernel_notes(ctx: _Ctx, rec: Recording, t0: int, paths: dict[int, list[Even
         if e.kind == Kind.SET_STATE and any(sk == e.sk and a <= e.ts_ns <= b for sk, a, b in windows):
             continue
         summary, vals = describe.summary(e, pairs.get(i), ctx.st, ctx.isn)
-        notes.append(KernelNote(e.ts_ns - t0, ctx.side(e), e.func, summary, _where(rec.writes, paths, e), e, vals))
+        teardown = bool(rec.teardown_ns) and e.ts_ns >= rec.teardown_ns
+        notes.append(KernelNote(e.ts_ns - t0, ctx.side(e), e.func, summary, _where(rec.writes, paths, e), e, vals,
+                                teardown))
     return notes
 
 
@@ -515,7 +525,8 @@ def annotate(rec: Recording) -> Timeline:
     notes = _kernel_notes(ctx, rec, t0, by_write)
     marks = [MarkNote(m.t_ns - t0, m.what) for m in rec.marks]
     items = sorted([*writes, *reads, *notes, *marks], key=lambda x: x.t_ns)
-    return Timeline(rec, t0, items, writes, _findings(rec, reads + writes, notes), reads)
+    scenario_notes = [n for n in notes if not n.teardown]
+    return Timeline(rec, t0, items, writes, _findings(rec, reads + writes, scenario_notes), reads)
 
 
 def write_json(w: WriteNote) -> dict:
@@ -551,6 +562,7 @@ def kernel_json(n: KernelNote) -> dict:
         "side": n.side,
         "summary": n.summary,
         "where": n.where or None,
+        "teardown": n.teardown,
         **n.values,
         "sk": f"{e.sk:#x}",
         "pid": e.pid,

@@ -58,6 +58,9 @@ class Recording:
     reads: list[WriteResult] = field(default_factory=list)  # same fields: ret is the bytes read
     events: list[Event] = field(default_factory=list)
     lost_events: int = 0
+    # When the tool began ending the reproduction (CLOCK_MONOTONIC ns; 0: not recorded).
+    # Later events belong to the client's and server's exit, not to the scenario.
+    teardown_ns: int = 0
 
     # -- JSON lines ---------------------------------------------------------
     def dump(self, out: IO[str]) -> None:

@@ -77,7 +77,7 @@ def _write(console: Console, w: WriteNote) -> None:
 
 
 def _kernel(console: Console, n: KernelNote) -> None:
-    style = SIDE_STYLE.get(n.side, "")
+    style = "dim" if n.teardown else SIDE_STYLE.get(n.side, "")
     where = f"  [magenta]({escape(n.where)})[/]" if n.where else ""
     console.print(
         f"[cyan]{_ms(n.t_ns)}[/]  [{style}]{n.side:<8} {n.func}: {escape(n.summary)}[/]{where}"

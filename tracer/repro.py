@@ -166,16 +166,66 @@ def run(
             child.send(f"write {i}")
             rec.writes.append(_result(child.expect("write")))
             _collect_for(source, rec, opts.gap)
+            _await_answer(source, rec, rec.writes[-1], opts.step_timeout)
             if rec.writes[-1].killed_by:
                 rec.marks.append(UserMark(f"the client was killed by {rec.writes[-1].killed_by}",
                                           rec.writes[-1].t_end_ns))
                 break
         source.end_client_io()
+        # From here on the client and the server exit: their sockets may still send a FIN or
+        # an RST, which are not the scenario's. Claims and verdicts judge what came before.
+        rec.teardown_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        rec.marks.append(UserMark("the reproduction is over: the client exits, then the server "
+                                  "(later kernel events are their exit, not judged)", rec.teardown_ns))
     finally:
         child.close()
     _collect_for(source, rec, 0.05)
     rec.lost_events = source.lost()
     return rec
+
+
+RST, ACK = 0x04, 0x10
+
+
+def answer_pending(rec: Recording, w: WriteResult) -> str | None:
+    """What the next step must still wait for after write `w`, from the packets seen; None: nothing.
+
+    The gap between writes is usually enough, but on a slow machine (a software-emulated VM
+    under load) the softirq that delivers the data to the server, or its RST back to the
+    client, can run later than the gap (ksoftirqd). Then write 2 would run before the RST
+    and succeed. So: once the client's data went out, wait until the server answered it (an
+    ACK covering the bytes, or an RST) and an RST was handled on the client (its socket
+    left for CLOSE, tcp_done → tcp_set_state, net/ipv4/tcp.c). Without packet events
+    (nothing seen), nothing is waited for.
+    """
+    if w.ret <= 0:
+        return None
+    c, s = (rec.client_port, rec.server_port), (rec.server_port, rec.client_port)
+    data = [e for e in rec.events if e.kind == Kind.PACKET and (e.sport, e.dport) == c and e.value > 0
+            and w.t_start_ns <= e.ts_ns <= w.t_end_ns]
+    if not data:
+        return None
+    end = (data[-1].seq + data[-1].value) % 2**32
+    answers = [e for e in rec.events if e.kind == Kind.PACKET and (e.sport, e.dport) == s and e.ts_ns >= data[-1].ts_ns
+               and (e.tcp_flags & RST or (e.tcp_flags & ACK and (e.ack_seq - end) % 2**32 < 2**31))]
+    if not answers:
+        return "the server's answer to the data"
+    rst = next((e for e in answers if e.tcp_flags & RST), None)
+    close = _state_code(rec, "CLOSE") if "CLOSE" in rec.state_names.values() else None
+    if rst and not any(e.kind == Kind.SET_STATE and e.state == close and e.ts_ns >= rst.ts_ns
+                       and (e.sport, e.dport) == c for e in rec.events):
+        return "the client's handling of the RST"
+    return None
+
+
+def _await_answer(source: EventSource, rec: Recording, w: WriteResult, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (pending := answer_pending(rec, w)) is not None:
+        if time.monotonic() > deadline:
+            rec.marks.append(UserMark(f"{pending} (write {w.index}) was not seen within {timeout:.0f} s; "
+                                      "went on", time.clock_gettime_ns(time.CLOCK_MONOTONIC)))
+            return
+        rec.events += source.poll(20)
 
 
 def _collect_for(source: EventSource, rec: Recording, seconds: float) -> None:

@@ -18,8 +18,23 @@ from tracer.scenarios import SCENARIOS
 pytestmark = pytest.mark.vm
 
 
+def mismatches(stdout: str) -> list[str]:
+    """Every JSON line of a scenario or claim that made --check fail, so that a CI failure says which and why."""
+    objs = []
+    for x in stdout.splitlines():
+        try:
+            objs.append(json.loads(x))
+        except ValueError:
+            pass
+    bad = {o["name"] for o in objs if o.get("type") == "scenario" and not o.get("ok")}
+    return [json.dumps(o) for o in objs
+            if o.get("scenario") in bad or o.get("name") in bad
+            or (o.get("type") == "claim" and not o.get("as_expected"))]
+
+
 def lines(result: dict) -> list[dict]:
-    assert result["rc"] == 0, f"trace-halfclose failed in the VM:\n{result['stderr']}"
+    assert result["rc"] == 0, (f"trace-halfclose failed in the VM:\n{result['stderr']}\n"
+                               + "\n".join(mismatches(result["stdout"])))
     return [json.loads(x) for x in result["stdout"].splitlines() if x.strip()]
 
 

@@ -336,3 +336,26 @@ def test_derived_missing_wait_connect_probe_does_not_claim_the_sk_err_check(rec)
         assert w.state == "CLOSE"
         assert "allowed to send" not in w.decision, w.decision
         assert "sk->sk_err" not in w.decision, w.decision
+
+
+# --- which socket is which ----------------------------------------------------------
+
+
+def test_accepted_socket_is_the_server_not_the_listener(rec):
+    """inet_csk_clone_lock sets SYN_RECV before it copies inet_dport (net/ipv4/inet_connection_sock.c,
+    6.1.192:1195), so the accepted socket's first event has the listener's ports. Its later
+    events (FIN_WAIT1, FIN_WAIT2) carry the connection's ports: the whole socket is the server."""
+    from tracer.annotate import KernelNote
+
+    tl = annotate(rec)
+    sets = [n for n in tl.items if isinstance(n, KernelNote) and n.event.kind == Kind.SET_STATE]
+    names = {v: k for k, v in rec.state_names.items()}
+    accepted = next(n.event.sk for n in sets if n.event.state == names["SYN_RECV"])
+    listener = next(n.event.sk for n in sets if (n.event.old_state, n.event.state) == (names["LISTEN"], names["CLOSE"]))
+    assert accepted != listener
+    # The raw data: the first event of the accepted socket has no peer port yet.
+    first_accepted = next(e for e in rec.events if e.sk == accepted)
+    assert first_accepted.dport == 0 and first_accepted.sport == rec.server_port
+    assert {n.side for n in sets if n.event.sk == accepted} == {"server"}
+    assert {n.side for n in sets if n.event.sk == listener} == {"listener"}
+    assert any(n.event.state == names["FIN_WAIT2"] for n in sets if n.event.sk == accepted)

@@ -86,3 +86,27 @@ def test_replay_check_exit_status(tmp_path, recs):
     res = CliRunner().invoke(main, ["replay", "--check", str(path)])
     assert res.exit_code == 1
     assert "MISMATCH" in res.output
+
+
+def test_an_rst_during_the_teardown_is_not_the_scenarios(recs):
+    """shutdown-wr expects no RST. When the tool ends the run the server may close its socket
+    with the client's bytes unread and send an RST (tcp_close, net/ipv4/tcp.c): that RST
+    belongs to the teardown (after rec.teardown_ns), shown but not judged."""
+    rec = next(r for r in recs if r.scenario == "shutdown-wr")
+    close = recs[0]
+    reset = next(e for e in close.events if e.kind in (Kind.TCP_RESET, Kind.RESET_TP))
+    last = max(e.ts_ns for e in rec.events)
+    client_sk = next(e.sk for e in rec.events if e.sk and e.sport == rec.client_port and e.dport == rec.server_port)
+    late = dataclasses.replace(reset, ts_ns=last + 1000, sk=client_sk, sport=rec.client_port, dport=rec.server_port)
+
+    # Without a teardown time the late RST counts against the scenario...
+    judged = dataclasses.replace(rec, events=[*rec.events, late], teardown_ns=0)
+    row = next(r for r in check(annotate(judged)).rows if r.what == "RST")
+    assert row.ok is False
+    # ...after it, the RST is the teardown's: still in the timeline, marked, and not judged.
+    torn = dataclasses.replace(rec, events=[*rec.events, late], teardown_ns=last + 500)
+    tl = annotate(torn)
+    assert check(tl).ok
+    note = next(n for n in tl.items if getattr(n, "event", None) is not None and n.event.ts_ns == late.ts_ns)
+    assert note.teardown and note not in tl.kernel_notes()
+    assert not any("RST: tcp_reset" in f for f in tl.findings), tl.findings
