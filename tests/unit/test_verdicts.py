@@ -90,7 +90,7 @@ def test_replay_check_exit_status(tmp_path, recs):
 
 def test_an_rst_during_the_teardown_is_not_the_scenarios(recs):
     """shutdown-wr expects no RST. When the tool ends the run the server may close its socket
-    with the client's bytes unread and send an RST (tcp_close, net/ipv4/tcp.c): that RST
+    with the client's bytes unread and send an RST (__tcp_close, net/ipv4/tcp.c, 6.12.117:3109): that RST
     belongs to the teardown (after rec.teardown_ns), shown but not judged."""
     rec = next(r for r in recs if r.scenario == "shutdown-wr")
     close = recs[0]
