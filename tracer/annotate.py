@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from . import describe
 from .events import Event, Kind
-from .kernel_names import RCV_SHUTDOWN, SEND_SHUTDOWN, err_name, ret_name, shutdown_name, state_name
+from .kernel_names import RCV_SHUTDOWN, SEND_SHUTDOWN, TCP_SYN, err_name, ret_name, shutdown_name, state_name
 from .recording import Recording, WriteResult
 
 # tcp_sendmsg_locked sends without waiting only in these states (net/ipv4/tcp.c, v6.1 and v6.12).
@@ -128,13 +128,11 @@ class _Ctx:
         # connection's own ports win over that.
         self.sk_side: dict[int, str] = {}
         for e in rec.events:
-            side = self._by_ports(e)
-            if e.sk and side in ("client", "server"):
-                self.sk_side[e.sk] = self.sk_side.get(e.sk) if self.sk_side.get(e.sk) in ("client", "server") else side
-            elif e.sk and side == "listener":
-                self.sk_side.setdefault(e.sk, side)
+            side, known = self._by_ports(e), self.sk_side.get(e.sk)
+            if e.sk and side != "socket" and (known is None or (known == "listener" and side != "listener")):
+                self.sk_side[e.sk] = side
         # Initial sequence numbers by sender port (from the SYNs), for relative seqs like tcpdump's.
-        self.isn = {e.sport: e.seq for e in rec.events if e.kind == Kind.PACKET and e.tcp_flags & 0x02}
+        self.isn = {e.sport: e.seq for e in rec.events if e.kind == Kind.PACKET and e.tcp_flags & TCP_SYN}
 
     def st(self, s: int) -> str:
         return state_name(self.names, s)

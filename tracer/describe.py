@@ -12,9 +12,9 @@ import signal as _signal
 from typing import Callable
 
 from .events import Event, Kind
-from .kernel_names import err_name, shutdown_name
+from .kernel_names import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, err_name, shutdown_name
 
-TCP_FLAGS = ((0x02, "S"), (0x01, "F"), (0x04, "R"), (0x08, "P"), (0x10, "."))
+TCP_FLAGS = ((TCP_SYN, "S"), (TCP_FIN, "F"), (TCP_RST, "R"), (TCP_PSH, "P"), (TCP_ACK, "."))
 SIGNAL_RESULT = {0: "delivered", 1: "ignored", 2: "already pending", 3: "overflow", 4: "info lost"}
 TIME_WAIT = "TIME_WAIT"
 
@@ -59,7 +59,7 @@ def summary(e: Event, ret: Event | None, st: Callable[[int], str], isn: dict[int
     if k == Kind.PACKET:
         base = isn.get(e.sport, e.seq)
         ack_base = isn.get(e.dport, 0)
-        rel_ack = (e.ack_seq - ack_base) % 2**32 if e.tcp_flags & 0x10 else None
+        rel_ack = (e.ack_seq - ack_base) % 2**32 if e.tcp_flags & TCP_ACK else None
         text = (f"sends {flags_text(e.tcp_flags)} {e.sport} → {e.dport} seq {(e.seq - base) % 2**32}"
                 + (f" ack {rel_ack}" if rel_ack is not None else "") + f" length {e.value}")
         return text, {"flags": flags_text(e.tcp_flags), "sport": e.sport, "dport": e.dport,

@@ -25,6 +25,10 @@ TCP_STATES_FALLBACK = {
 }
 FALLBACK_SOURCE = "include/net/tcp_states.h (v6.1)"
 
+# The TCP header's flag bits (byte 13; include/net/tcp.h TCPHDR_*, Linux v6.1), as
+# hc_event.tcp_flags carries them (bpf/halfclose.h).
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
 # include/net/sock.h, Linux v6.1: RCV_SHUTDOWN 1, SEND_SHUTDOWN 2, SHUTDOWN_MASK 3.
 RCV_SHUTDOWN = 1
 SEND_SHUTDOWN = 2

@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 
 from .errors import UserError
 from .events import Event, Kind
+from .kernel_names import TCP_ACK, TCP_RST
 from .recording import Recording, UserMark, WriteResult
 from . import scenarios
 
@@ -184,9 +185,6 @@ def run(
     return rec
 
 
-RST, ACK = 0x04, 0x10
-
-
 def answer_pending(rec: Recording, w: WriteResult) -> str | None:
     """What the next step must still wait for after write `w`, from the packets seen; None: nothing.
 
@@ -207,14 +205,14 @@ def answer_pending(rec: Recording, w: WriteResult) -> str | None:
         return None
     end = (data[-1].seq + data[-1].value) % 2**32
     answers = [e for e in rec.events if e.kind == Kind.PACKET and (e.sport, e.dport) == s and e.ts_ns >= data[-1].ts_ns
-               and (e.tcp_flags & RST or (e.tcp_flags & ACK and (e.ack_seq - end) % 2**32 < 2**31))]
+               and (e.tcp_flags & TCP_RST or (e.tcp_flags & TCP_ACK and (e.ack_seq - end) % 2**32 < 2**31))]
     if not answers:
         return "the server's answer to the data"
-    rst = next((e for e in answers if e.tcp_flags & RST), None)
-    close = _state_code(rec, "CLOSE") if "CLOSE" in rec.state_names.values() else None
-    if rst and not any(e.kind == Kind.SET_STATE and e.state == close and e.ts_ns >= rst.ts_ns
-                       and (e.sport, e.dport) == c for e in rec.events):
-        return "the client's handling of the RST"
+    rst = next((e for e in answers if e.tcp_flags & TCP_RST), None)
+    if rst:
+        close = _state_code(rec, "CLOSE")
+        if not any(e.ts_ns >= rst.ts_ns and _client_reached(e, rec, close) for e in rec.events):
+            return "the client's handling of the RST"
     return None
 
 
