@@ -134,6 +134,15 @@ def _sendmsg_file(tl: Timeline) -> Verdict:
     ))
 
 
+_SENDER_SOURCE = {
+    "timewait": " -- the closed server socket had become a timewait socket (tcp_timewait_state_process, "
+                "net/ipv4/tcp_minisocks.c)",
+    "full socket": " -- the closed server socket was still a full orphaned FIN_WAIT2 socket (its FIN's ACK came "
+                   "while close() owned it, or tcp_fin_timeout > 60 s): the data made tcp_rcv_state_process reset "
+                   "it and answer with an RST (net/ipv4/tcp_input.c, 6.1.192:6828, 6.12.117:7029)",
+}
+
+
 def _peer_rst(tl: Timeline) -> Verdict:
     packets = tl.kernel_notes(Kind.PACKET)
     data = next((p for p in packets if p.side == "client" and p.values["length"] > 0), None)
@@ -144,9 +153,7 @@ def _peer_rst(tl: Timeline) -> Verdict:
         ev.append(f"client data {data.values['flags']} {data.values['length']} bytes at {data.t_ns / 1e6:+.3f} ms, "
                   f"server {rst.values['flags']} at {rst.t_ns / 1e6:+.3f} ms")
     if sender:
-        ev.append(f"the RST was sent by: {sender}"
-                  + (" -- the closed server socket had become a timewait socket (tcp_timewait_state_process, "
-                     "net/ipv4/tcp_minisocks.c)" if sender == "timewait" else ""))
+        ev.append(f"the RST was sent by: {sender}" + _SENDER_SOURCE.get(sender, ""))
     reset = next((n for n in _client(tl) if n.event.kind in (Kind.TCP_RESET, Kind.RESET_TP)), None)
     if reset:
         ev.append(f"{reset.func} on the client at {reset.t_ns / 1e6:+.3f} ms")

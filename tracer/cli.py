@@ -180,7 +180,7 @@ def scenarios() -> None:
         writes = ", ".join("success" if w is None else w for w in exp.writes)
         click.echo(f"{sc.name}: {sc.title}")
         click.echo(f"    writes: {writes}" + (f"; read: {exp.read}" if exp.read else "")
-                   + f"; RST from: {exp.rst_from or 'none'}; SIGPIPE: {exp.sigpipe}")
+                   + f"; RST from: {' or '.join(exp.rst_from) or 'none'}; SIGPIPE: {exp.sigpipe}")
         for why in exp.why:
             click.echo(f"    - {why}")
 

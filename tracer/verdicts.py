@@ -79,13 +79,13 @@ def check(tl: Timeline) -> ScenarioVerdict:
 
     sender = observed_rst_sender(tl)
     client_reset = any(n.event.kind in (Kind.TCP_RESET, Kind.RESET_TP) for n in tl.kernel_notes(side="client"))
-    if exp.rst_from is None:
+    if not exp.rst_from:
         rows.append(Row("RST", "none", "none" if not (sender or client_reset) else (sender or "an RST arrived"),
                         not (sender or client_reset)))
     elif sender:
-        rows.append(Row("RST sent by", exp.rst_from, sender, sender == exp.rst_from))
+        rows.append(Row("RST sent by", " or ".join(exp.rst_from), sender, sender in exp.rst_from))
     else:
-        rows.append(Row("RST sent by", exp.rst_from, "not observed",
+        rows.append(Row("RST sent by", " or ".join(exp.rst_from), "not observed",
                         None if not _rst_observable(tl) else False))
 
     signal_tp = any("signal_generate" in p for p in tl.recording.attached)

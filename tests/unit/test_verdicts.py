@@ -110,3 +110,31 @@ def test_an_rst_during_the_teardown_is_not_the_scenarios(recs):
     note = next(n for n in tl.items if getattr(n, "event", None) is not None and n.event.ts_ns == late.ts_ns)
     assert note.teardown and note not in tl.kernel_notes()
     assert not any("RST: tcp_reset" in f for f in tl.findings), tl.findings
+
+
+# Recorded in the Debian 6.1.0-56 VM (kprobes, --scenario all) with net.ipv4.tcp_fin_timeout = 120
+# written in the reproduction's netns by a one-off experiment patch, not by the tool. Above 60 s,
+# tcp_rcv_state_process keeps the closed server a full orphaned FIN_WAIT2 socket (the
+# `tmo > TCP_TIMEWAIT_LEN` branch, net/ipv4/tcp_input.c 6.1.192:6768), the same end state as when
+# the FIN's ACK races with close() (the sock_owned_by_user branch, :6771).
+FULL_SOCKET = DATA / "debian-6.1.0-56-kprobe-all-fin-timeout-120.jsonl"
+
+
+def test_a_full_socket_server_is_the_other_source_predicted_sender():
+    recs = Recording.load_all(FULL_SOCKET)
+    assert [r.scenario for r in recs] == list(ORDER)
+    for rec in recs:
+        tl = annotate(rec)
+        assert check(tl).status == "match", (rec.scenario, check(tl).rows)
+        if SCENARIOS[rec.scenario].server == "close" and not SCENARIOS[rec.scenario].unread:
+            row = next(r for r in check(tl).rows if r.what == "RST sent by")
+            assert (row.expected, row.observed) == ("timewait or full socket", "full socket"), rec.scenario
+            assert [w.errno for w in tl.writes][:2] == [None, "EPIPE"] or rec.scenario == "sigpipe-default"
+
+
+def test_close_rst_from_an_active_reset_is_a_mismatch(recs):
+    rec = recs[0]  # close: the RST must come from the closed server socket, not from an abort
+    rec = dataclasses.replace(rec, events=[dataclasses.replace(e, kind=Kind.ACTIVE_RESET) if e.kind == Kind.SEND_RESET
+                                           else e for e in rec.events])
+    row = next(r for r in check(annotate(rec)).rows if r.what == "RST sent by")
+    assert (row.expected, row.observed, row.ok) == ("timewait or full socket", "active reset", False)
