@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tracer.collect import load_first, prepare, reproduction_session  # noqa: E402
+from tracer.collect.runner import load_first, prepare, reproduction_session  # noqa: E402
 
 PAYLOAD = b"x" * 64
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import require
 from tests.live.scenarios import SCENARIOS
-from tracer import vm
+from tracer.collect import vm
 
 ROOT = Path(__file__).resolve().parents[2]
 

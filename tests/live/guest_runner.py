@@ -70,7 +70,7 @@ def run_sigint(args: list[str]) -> dict:
         out, err = p.communicate()
     time.sleep(0.5)
     leftover = [line for line in registered_kprobes().splitlines() if "tcp_" in line or "sk_stream" in line]
-    repro_left = subprocess.run(["pgrep", "-f", "tracer.repro_child"], capture_output=True, text=True).stdout.split()
+    repro_left = subprocess.run(["pgrep", "-f", "tracer.collect.repro_child"], capture_output=True, text=True).stdout.split()
     return {
         "rc": p.returncode,
         "stdout": out,

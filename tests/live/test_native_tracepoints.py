@@ -126,7 +126,7 @@ def test_ctrl_c_detaches_and_stops_the_reproduction():
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        kids = subprocess.run(["pgrep", "-P", str(p.pid), "-f", "tracer.repro_child"], capture_output=True, text=True)
+        kids = subprocess.run(["pgrep", "-P", str(p.pid), "-f", "tracer.collect.repro_child"], capture_output=True, text=True)
         if kids.stdout.strip():
             break
         time.sleep(0.1)
@@ -136,7 +136,7 @@ def test_ctrl_c_detaches_and_stops_the_reproduction():
     out, err = p.communicate(timeout=30)
     assert p.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    left = subprocess.run(["pgrep", "-f", "tracer.repro_child"], capture_output=True, text=True)
+    left = subprocess.run(["pgrep", "-f", "tracer.collect.repro_child"], capture_output=True, text=True)
     assert left.stdout.strip() == ""
 
 

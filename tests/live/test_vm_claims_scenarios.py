@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from tracer.scenarios import SCENARIOS
+from tracer.process.scenarios import SCENARIOS
 
 pytestmark = pytest.mark.vm
 

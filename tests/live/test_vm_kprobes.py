@@ -129,7 +129,7 @@ def test_recording_replays_to_the_same_json(vm_run):
 def test_ctrl_c_detaches_probes_and_stops_the_reproduction(vm_run):
     res = vm_run["sigint"]
     assert res["attached_before"], "the kprobes never appeared in /sys/kernel/debug/kprobes/list"
-    assert any("tracer.repro_child" in c for c in res["children_before"])
+    assert any("tracer.collect.repro_child" in c for c in res["children_before"])
     assert res["rc"] == 130, res["stderr"]
     assert "interrupted" in res["stderr"] and "Traceback" not in res["stderr"]
     assert res["kprobes_after"] == []

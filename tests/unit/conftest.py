@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # plain `pytest` from elsewhere: make `tracer` importable
     sys.path.insert(0, str(ROOT))
 
-from tracer.recording import Recording  # noqa: E402
+from tracer.record.recording import Recording  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 REC_6_1 = DATA / "debian-6.1.0-56-writes3.jsonl"

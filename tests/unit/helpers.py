@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import errno
 
-from tracer.events import Event, Kind
-from tracer.recording import Recording, WriteResult
+from tracer.record.event import Event, Kind
+from tracer.record.recording import Recording, WriteResult
 
 # Linux errno: include/uapi/asm-generic/errno-base.h, EPIPE 32 (Python's errno is the same table).
 EPIPE = errno.EPIPE

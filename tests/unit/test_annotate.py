@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from tracer.annotate import annotate
-from tracer.events import Kind
+from tracer.process.annotate import annotate
+from tracer.record.event import Kind
 
 from .helpers import (
     EPIPE,
@@ -32,7 +32,7 @@ def note(tl, index):
 
 
 def kernel_note(tl, func, sk=None):
-    from tracer.annotate import KernelNote
+    from tracer.process.annotate import KernelNote
 
     return next(
         n for n in tl.items if isinstance(n, KernelNote) and n.func == func and (sk is None or n.event.sk == sk)
@@ -345,7 +345,7 @@ def test_accepted_socket_is_the_server_not_the_listener(rec):
     """inet_csk_clone_lock sets SYN_RECV before it copies inet_dport (net/ipv4/inet_connection_sock.c,
     6.1.192:1195), so the accepted socket's first event has the listener's ports. Its later
     events (FIN_WAIT1, FIN_WAIT2) carry the connection's ports: the whole socket is the server."""
-    from tracer.annotate import KernelNote
+    from tracer.process.annotate import KernelNote
 
     tl = annotate(rec)
     sets = [n for n in tl.items if isinstance(n, KernelNote) and n.event.kind == Kind.SET_STATE]

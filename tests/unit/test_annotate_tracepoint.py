@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tracer.annotate import annotate, write_json
-from tracer.events import Kind
-from tracer.recording import Recording
+from tracer.process.annotate import annotate, write_json
+from tracer.record.event import Kind
+from tracer.record.recording import Recording
 
 from .helpers import EPIPE, RCV_SHUTDOWN, SHUTDOWN_MASK
 

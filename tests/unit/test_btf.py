@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 try:
-    from tracer.btf import Btf, BtfError, FieldLoc
+    from tracer.kernel.btf import Btf, BtfError, FieldLoc
 except ImportError:  # plain `pytest` run: repo root may not be on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tracer.btf import Btf, BtfError, FieldLoc
+    from tracer.kernel.btf import Btf, BtfError, FieldLoc
 
 (INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT,
  FUNC, FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64) = range(1, 20)

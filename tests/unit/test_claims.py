@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tracer.annotate import annotate
-from tracer.claims import CLAIMS, check_all
-from tracer.events import Kind
-from tracer.recording import Recording
+from tracer.process.annotate import annotate
+from tracer.process.claims import CLAIMS, check_all
+from tracer.record.event import Kind
+from tracer.record.recording import Recording
 
 DATA = Path(__file__).parent / "data"
 KPROBE = DATA / "debian-6.1.0-56-kprobe-all.jsonl"

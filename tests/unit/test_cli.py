@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tracer import kernel_support
+from tracer.kernel import support as kernel_support
 from tracer.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,8 +202,8 @@ def test_run_as_non_root_says_root_is_needed():
 def kernel_without_kprobes(monkeypatch, tmp_path):
     """Root, tracefs, headers and BTF as on a good machine, but kprobes_available() False
     (tracefs has no kprobe_events: CONFIG_KPROBES or CONFIG_KPROBE_EVENTS off)."""
-    import tracer.collect as collect
-    import tracer.probes as probes
+    import tracer.collect.runner as collect
+    import tracer.collect.bpf as probes
 
     monkeypatch.setattr(collect, "require_root", lambda: None)  # pass the root check as root would
     monkeypatch.setattr(collect, "ensure_tracefs", lambda *a, **k: tmp_path)
@@ -230,7 +230,7 @@ def test_run_kprobe_backend_without_kprobes_names_the_vm_remedy(kernel_without_k
 
 def test_run_auto_with_no_usable_backend_fails_cleanly(kernel_without_kprobes, monkeypatch):
     # No kprobes, no BTF file, no tracepoints (tracefs is an empty tmp dir): nothing can trace.
-    import tracer.collect as collect
+    import tracer.collect.runner as collect
 
     monkeypatch.setattr(collect, "BTF_PATH", Path("/nonexistent/btf/vmlinux"))
     r = invoke(["run"])
@@ -269,7 +269,7 @@ def test_run_kprobe_backend_on_this_kprobe_less_kernel_fails_clearly():
 @pytest.fixture
 def fake_vng(monkeypatch):
     """Replace the VM start: capture what would be booted and run, return a chosen status."""
-    import tracer.vm as vm
+    import tracer.collect.vm as vm
 
     calls = {"code": 0}
 

@@ -9,8 +9,8 @@ import struct
 
 import pytest
 
-from tracer import events
-from tracer.events import HEADER, Event, Kind, RawEvent, decode, decode_bytes
+from tracer.record import event as events
+from tracer.record.event import HEADER, Event, Kind, RawEvent, decode, decode_bytes
 
 # C type -> (size in bytes, signed). Linux uapi: include/uapi/asm-generic/int-ll64.h.
 C_TYPES = {

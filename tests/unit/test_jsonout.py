@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tracer import jsonout
-from tracer.annotate import annotate
-from tracer.events import Kind
+from tracer.display import ndjson as jsonout
+from tracer.process.annotate import annotate
+from tracer.record.event import Kind
 
 from .helpers import EPIPE, WRITE_PATH, first, write_events
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tracer import kernel_support as ks
+from tracer.kernel import support as ks
 from tracer.errors import UserError
 
 # Lines as /proc/kallsyms prints them ("address type name [module]"). The T/t lines for

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tracer.events import Kind
-from tracer.recording import Recording
-from tracer.repro import answer_pending
+from tracer.record.event import Kind
+from tracer.record.recording import Recording
+from tracer.collect.repro import answer_pending
 
 DATA = Path(__file__).parent / "data"
 FILES = [DATA / "debian-6.1.0-56-kprobe-all.jsonl", DATA / "native-6.18-tracepoint-all.jsonl"]

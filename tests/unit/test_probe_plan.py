@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tracer.errors import UserError
-from tracer.events import KIND_FUNC, RETURN_KINDS
-from tracer.probe_plan import FUNCTIONS, STATE_TP, TRACEPOINTS, KernelView, candidates, plan_for
+from tracer.record.event import KIND_FUNC, RETURN_KINDS
+from tracer.collect.plan import FUNCTIONS, STATE_TP, TRACEPOINTS, KernelView, candidates, plan_for
 
 BPF_SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "halfclose.bpf.c"
 ALL = frozenset(p.func for p in FUNCTIONS)

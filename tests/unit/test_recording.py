@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from tracer.events import Kind
-from tracer.recording import Recording
+from tracer.record.event import Kind
+from tracer.record.recording import Recording
 
 
 def _dump(rec: Recording) -> str:

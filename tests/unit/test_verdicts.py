@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tracer.annotate import annotate
+from tracer.process.annotate import annotate
 from tracer.cli import main
-from tracer.events import Kind
-from tracer.recording import Recording
-from tracer.scenarios import ORDER, SCENARIOS
-from tracer.verdicts import check
+from tracer.record.event import Kind
+from tracer.record.recording import Recording
+from tracer.process.scenarios import ORDER, SCENARIOS
+from tracer.process.verdicts import check
 
 DATA = Path(__file__).parent / "data"
 FILES = {"kprobe": DATA / "debian-6.1.0-56-kprobe-all.jsonl", "tracepoint": DATA / "native-6.18-tracepoint-all.jsonl"}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer import vm
+from tracer.collect import vm
 from tracer.errors import UserError
 
 DEB_6_1 = "6.1.0-56-amd64"  # Debian 12 (bookworm) kernel ABI, 6.1.192

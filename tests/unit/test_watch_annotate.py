@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from tracer.events import BPF_DIR, Kind
-from tracer.recording import Recording
-from tracer.watch_annotate import (CALLS, UNTRACED_CALL, Grouper, WatchRecording, calls_of, command_end,
+from tracer.record.event import BPF_DIR, Kind
+from tracer.record.recording import Recording
+from tracer.process.connections import (CALLS, UNTRACED_CALL, Grouper, WatchRecording, calls_of, command_end,
                                    connections, group)
 
 DATA = Path(__file__).resolve().parent / "data"

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from tracer.cli import main
-from tracer.jsonout import lines as core_lines
-from tracer.annotate import annotate
-from tracer.recording import Recording
-from tracer.watch import WatchOptions, check_options, filter_defines
+from tracer.display.ndjson import lines as core_lines
+from tracer.process.annotate import annotate
+from tracer.record.recording import Recording
+from tracer.collect.watch import WatchOptions, check_options, filter_defines
 
 DATA = Path(__file__).resolve().parent / "data"
 KPROBE = DATA / "watch-6.1-kprobe-article.jsonl"

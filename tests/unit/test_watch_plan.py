@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tracer.errors import UserError
-from tracer.probe_plan import (DESTROY_TP, EXIT_TP, FUNCTIONS, NEWTASK_TP, STATE_TP, TRACEPOINTS, WATCH_CALLS,
+from tracer.collect.plan import (DESTROY_TP, EXIT_TP, FUNCTIONS, NEWTASK_TP, STATE_TP, TRACEPOINTS, WATCH_CALLS,
                                WATCH_FUNCS, WATCH_SYS_EXIT, WATCH_TP_EVENTS, KernelView, watch_candidates, watch_plan,
                                plan_for)
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .annotate import KernelNote, Timeline, WriteNote
-from .events import Kind
-from .kernel_names import err_name, shutdown_name
-from .verdicts import observed_rst_sender
+from tracer.process.annotate import KernelNote, Timeline, WriteNote
+from tracer.record.event import Kind
+from tracer.kernel.names import err_name, shutdown_name
+from tracer.process.verdicts import observed_rst_sender
 
 VERIFIED, REFUTED, IMPRECISE, NOT_OBSERVED = "verified", "refuted", "imprecise", "not-observed"
 

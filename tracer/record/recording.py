@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Iterable
 
-from .events import Event
+from tracer.record.event import Event
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ import os
 import sys
 import tempfile
 
-from .errors import UserError
-from .events import BPF_DIR, Event, RawEvent, decode
-from .probe_plan import CLIENT_IO_TPS, Plan
+from tracer.errors import UserError
+from tracer.record.event import BPF_DIR, Event, RawEvent, decode
+from tracer.collect.plan import CLIENT_IO_TPS, Plan
 
 SOURCE = BPF_DIR / "halfclose.bpf.c"
 

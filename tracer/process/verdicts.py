@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .annotate import Timeline, WriteNote
-from .events import Kind
-from .scenarios import SCENARIOS, Scenario
+from tracer.process.annotate import Timeline, WriteNote
+from tracer.record.event import Kind
+from tracer.process.scenarios import SCENARIOS, Scenario
 
 
 @dataclass(frozen=True)

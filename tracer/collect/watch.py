@@ -29,17 +29,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .btf import Btf, BtfError
-from .collect import BTF_PATH, check_basics, load_btf, load_first, new_recording
-from .errors import UserError
-from .kernel_names import TCP_STATES_FALLBACK, state_names_from_btf
-from .kernel_support import kernel_functions, kprobes_available, tracepoint_exists
-from .offsets import FD_FIELDS, SOCK_FIELDS, cflags, field_locations
-from .probe_plan import (DESTROY_TP, EXIT_TP, FUNCTIONS, NEWTASK_TP, TRACEPOINTS, WATCH_CALLS, WATCH_SYS_EXIT,
+from tracer.kernel.btf import Btf, BtfError
+from tracer.collect.runner import BTF_PATH, check_basics, load_btf, load_first, new_recording
+from tracer.errors import UserError
+from tracer.kernel.names import TCP_STATES_FALLBACK, state_names_from_btf
+from tracer.kernel.support import kernel_functions, kprobes_available, tracepoint_exists
+from tracer.kernel.offsets import FD_FIELDS, SOCK_FIELDS, cflags, field_locations
+from tracer.collect.plan import (DESTROY_TP, EXIT_TP, FUNCTIONS, NEWTASK_TP, TRACEPOINTS, WATCH_CALLS, WATCH_SYS_EXIT,
                          WATCH_TP_EVENTS, KernelView, WatchPlan, watch_candidates)
-from .probes import BackendUnavailable, BpfSession
-from .recording import UserMark
-from .watch_annotate import START_MARK, ConnTimeline, Grouper, WatchRecording, annotate_connection, peer_of
+from tracer.collect.bpf import BackendUnavailable, BpfSession
+from tracer.record.recording import UserMark
+from tracer.process.connections import START_MARK, ConnTimeline, Grouper, WatchRecording, annotate_connection, peer_of
 
 # Socket fields the watch reads besides the reproduction's (offsets from BTF, see bpf/sock_read.h).
 WATCH_FIELDS = {

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import describe
-from .events import Event, Kind
-from .kernel_names import RCV_SHUTDOWN, SEND_SHUTDOWN, TCP_SYN, err_name, ret_name, shutdown_name, state_name
-from .recording import Recording, WriteResult
+from tracer.process import describe
+from tracer.record.event import Event, Kind
+from tracer.kernel.names import RCV_SHUTDOWN, SEND_SHUTDOWN, TCP_SYN, err_name, ret_name, shutdown_name, state_name
+from tracer.record.recording import Recording, WriteResult
 
 # tcp_sendmsg_locked sends without waiting only in these states (net/ipv4/tcp.c, v6.1 and v6.12).
 SENDING_STATES = ("ESTABLISHED", "CLOSE_WAIT")

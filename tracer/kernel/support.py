@@ -8,7 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from .errors import UserError
+from tracer.errors import UserError
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 # A kallsyms text symbol may carry a compiler suffix (tcp_fin.isra.0): that

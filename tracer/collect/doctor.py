@@ -10,8 +10,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .kernel_support import find_tracefs, headers_dir, kernel_functions, kprobes_available, tracepoint_exists
-from .probe_plan import FUNCTIONS, TRACEPOINTS
+from tracer.kernel.support import find_tracefs, headers_dir, kernel_functions, kprobes_available, tracepoint_exists
+from tracer.collect.plan import FUNCTIONS, TRACEPOINTS
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ FENTRY_PROBE = "KFUNC_PROBE(tcp_done, void *sk) { return 0; }"
 
 def _fentry_trial() -> tuple[bool, str]:
     """Load and attach a minimal fentry program on tcp_done."""
-    from .probes import _stderr_to, import_bcc
+    from tracer.collect.bpf import _stderr_to, import_bcc
 
     bcc = import_bcc()
     box: list[str] = []
@@ -55,7 +55,7 @@ def _fentry_trial() -> tuple[bool, str]:
 
 
 def run_checks(boot: Path = Path("/boot")) -> list[Check]:
-    from . import vm
+    from tracer.collect import vm
 
     checks: list[Check] = []
     root = os.geteuid() == 0

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from .errors import UserError
+from tracer.errors import UserError
 
 EPILOG = """\b
 Examples:
@@ -49,7 +49,7 @@ def main() -> None:
 
 
 def _fail(exc: UserError) -> None:
-    from . import render
+    from tracer.display import console as render
 
     render.error(exc)
     sys.exit(exc.exit_code)
@@ -58,21 +58,21 @@ def _fail(exc: UserError) -> None:
 def _show(recs, as_json: bool, check: bool) -> None:
     """Annotate, judge and display one run (with the article's claims for `close`)
     or a matrix of runs; with check, exit 1 unless everything is as the source predicts."""
-    from .annotate import annotate
-    from .claims import check_all
-    from .verdicts import check as check_scenario
+    from tracer.process.annotate import annotate
+    from tracer.process.claims import check_all
+    from tracer.process.verdicts import check as check_scenario
 
     judged = []
     for rec in recs:
         tl = annotate(rec)
         judged.append((tl, check_all(tl) if rec.scenario == "close" and len(recs) == 1 else [], check_scenario(tl)))
     if as_json:
-        from . import jsonout
+        from tracer.display import ndjson as jsonout
 
         for tl, claims, verdict in judged:
             jsonout.write(tl, sys.stdout, claims, verdict, tag_scenario=len(recs) > 1)
     else:
-        from . import render
+        from tracer.display import console as render
 
         console = render.out_console()
         if len(judged) == 1:
@@ -120,18 +120,18 @@ def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, chec
     the client connects, the server closes, and once the client's socket is
     seen in CLOSE_WAIT the client writes WRITES times.
     """
-    from . import render
-    from .repro import ReproOptions
+    from tracer.display import console as render
+    from tracer.collect.repro import ReproOptions
 
     if ebpf:
-        from .events import BPF_DIR
+        from tracer.record.event import BPF_DIR
 
         for name in ("halfclose.h", "sock_read.h", "halfclose.bpf.c"):
             click.echo(f"/* ---- bpf/{name} ---- */\n" + (BPF_DIR / name).read_text())
         return
-    from .collect import collect
+    from tracer.collect.runner import collect
 
-    from .scenarios import ORDER
+    from tracer.process.scenarios import ORDER
 
     if scenario != "all" and scenario not in ORDER:
         _fail(UserError(f"unknown scenario {scenario!r}", f"choose one of {', '.join(ORDER)}, or all"))
@@ -159,7 +159,7 @@ def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, chec
 @click.option("--check", is_flag=True, help="Exit status 1 unless everything is as the source reading expects.")
 def replay(recording, as_json, check) -> None:
     """Annotate a recording saved with --record (no root, no BPF needed)."""
-    from .recording import Recording
+    from tracer.record.recording import Recording
 
     try:
         recs = Recording.load_all(recording)
@@ -173,7 +173,7 @@ def replay(recording, as_json, check) -> None:
 @main.command()
 def scenarios() -> None:
     """List the scenarios: what each does and what the kernel source predicts."""
-    from .scenarios import SCENARIOS
+    from tracer.process.scenarios import SCENARIOS
 
     for sc in SCENARIOS.values():
         exp = sc.expected
@@ -193,7 +193,7 @@ def doctor(as_json) -> None:
     `vm` needs. Exit status 0 when the tool can run here."""
     import json
 
-    from . import doctor as doc
+    from tracer.collect import doctor as doc
 
     items = doc.run_checks()
     ok, summary = doc.verdict(items)
@@ -202,7 +202,7 @@ def doctor(as_json) -> None:
             click.echo(json.dumps(c.to_json()))
         click.echo(json.dumps({"type": "verdict", "ok": ok, "summary": summary}))
     else:
-        from . import render
+        from tracer.display import console as render
 
         render.checks(items, summary, ok)
     sys.exit(0 if ok else 1)
@@ -229,8 +229,8 @@ def vm(kernel, kvm, cpus, memory, args) -> None:
       sudo trace-halfclose vm -- --writes 3 --json
       sudo trace-halfclose vm --kernel /boot/vmlinuz-6.12.57+deb12-amd64
     """
-    from . import render
-    from . import vm as vmmod
+    from tracer.display import console as render
+    from tracer.collect import vm as vmmod
 
     try:
         chosen = vmmod.pick_kernel(kernel)
@@ -286,11 +286,11 @@ def watch(pids, comm, port, duration, as_json, record, replay_file, backend, com
     """
     import os
 
-    from . import render
-    from .watch_annotate import WatchRecording, show
+    from tracer.display import console as render
+    from tracer.process.connections import WatchRecording, show
 
     if as_json:
-        from .jsonout import WatchJson
+        from tracer.display.ndjson import WatchJson
 
         sink = WatchJson(sys.stdout)
     else:
@@ -308,7 +308,7 @@ def watch(pids, comm, port, duration, as_json, record, replay_file, backend, com
         except BrokenPipeError:
             _stdout_gone()
         return
-    from .watch import WatchOptions, run
+    from tracer.collect.watch import WatchOptions, run
 
     opts = WatchOptions(tuple(pids), comm, port, tuple(command), duration, backend, command_to_stderr=as_json)
     try:

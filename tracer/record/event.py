@@ -11,7 +11,7 @@ import enum
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 HEADER = BPF_DIR / "halfclose.h"
 
 

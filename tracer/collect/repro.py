@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .errors import UserError
-from .events import Event, Kind
-from .kernel_names import TCP_ACK, TCP_RST
-from .recording import Recording, UserMark, WriteResult
-from . import scenarios
+from tracer.errors import UserError
+from tracer.record.event import Event, Kind
+from tracer.kernel.names import TCP_ACK, TCP_RST
+from tracer.record.recording import Recording, UserMark, WriteResult
+from tracer.process import scenarios
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory that holds the tracer package
 
 
 class EventSource(Protocol):
@@ -55,7 +55,7 @@ class ReproChild:
     def __init__(self, opts: "ReproOptions"):
         self.timeout = max(opts.step_timeout, self.ANSWER_TIMEOUT)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracer.repro_child", str(opts.port), opts.scenario]
+            [sys.executable, "-m", "tracer.collect.repro_child", str(opts.port), opts.scenario]
             + (["--ipv6"] if opts.ipv6 else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

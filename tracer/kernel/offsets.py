@@ -5,7 +5,7 @@ BPF C (see bpf/sock_read.h for why no struct header is included).
 """
 from __future__ import annotations
 
-from .btf import Btf, FieldLoc
+from tracer.kernel.btf import Btf, FieldLoc
 
 # macro name -> (struct, member path): the socket fields every backend reads
 SOCK_FIELDS = {

@@ -11,8 +11,8 @@ from __future__ import annotations
 import signal as _signal
 from typing import Callable
 
-from .events import Event, Kind
-from .kernel_names import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, err_name, shutdown_name
+from tracer.record.event import Event, Kind
+from tracer.kernel.names import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, err_name, shutdown_name
 
 TCP_FLAGS = ((TCP_SYN, "S"), (TCP_FIN, "F"), (TCP_RST, "R"), (TCP_PSH, "P"), (TCP_ACK, "."))
 SIGNAL_RESULT = {0: "delivered", 1: "ignored", 2: "already pending", 3: "overflow", 4: "info lost"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import IO, Iterator
 
-from .annotate import KernelNote, MarkNote, Timeline, WriteNote, kernel_json, write_json
+from tracer.process.annotate import KernelNote, MarkNote, Timeline, WriteNote, kernel_json, write_json
 
 SCHEMA_VERSION = 1
 
@@ -135,7 +135,7 @@ def watch_connection_lines(ct) -> Iterator[dict]:
 
 
 def watch_end_lines(wrec, cts) -> Iterator[dict]:
-    from .watch_annotate import command_end
+    from tracer.process.connections import command_end
 
     if wrec.command_status is not None:
         yield {"type": "user", "t_ms": _t_ms(wrec.stop_ns, wrec.t0_ns),

@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .btf import Btf, BtfError
-from .errors import UserError
-from .kernel_names import FALLBACK_SOURCE, TCP_STATES_FALLBACK, state_names_from_btf
-from .kernel_support import (
+from tracer.kernel.btf import Btf, BtfError
+from tracer.errors import UserError
+from tracer.kernel.names import FALLBACK_SOURCE, TCP_STATES_FALLBACK, state_names_from_btf
+from tracer.kernel.support import (
     ensure_tracefs,
     headers_dir,
     kernel_functions,
@@ -18,10 +18,10 @@ from .kernel_support import (
     require_root,
     tracepoint_exists,
 )
-from .offsets import FD_FIELDS, SOCK_FIELDS, cflags, field_locations
-from .probe_plan import FUNCTIONS, TRACEPOINTS, KernelView, Plan, candidates
-from .recording import Recording
-from . import repro
+from tracer.kernel.offsets import FD_FIELDS, SOCK_FIELDS, cflags, field_locations
+from tracer.collect.plan import FUNCTIONS, TRACEPOINTS, KernelView, Plan, candidates
+from tracer.record.recording import Recording
+from tracer.collect import repro
 
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
 
@@ -93,7 +93,7 @@ def new_recording(plan: Plan, btf: Btf, notes: list[str], view: KernelView) -> R
 def load_first(plans: list, make_session: Callable, skipped: list[str], progress: Callable[[str], None]):
     """Load the first plan the kernel accepts (auto: kprobe, then fentry, then
     tracepoints); make_session(plan) builds the session to load."""
-    from .probes import BackendUnavailable  # imports bcc: only once the checks passed
+    from tracer.collect.bpf import BackendUnavailable  # imports bcc: only once the checks passed
 
     for i, plan in enumerate(plans):
         progress(f"compiling and loading the BPF programs ({plan.backend} backend, bcc)")
@@ -109,7 +109,7 @@ def load_first(plans: list, make_session: Callable, skipped: list[str], progress
 
 
 def reproduction_session(btf: Btf) -> Callable:
-    from .probes import BpfSession
+    from tracer.collect.bpf import BpfSession
 
     return lambda plan: BpfSession(plan, offsets_for(plan, btf))
 

@@ -23,10 +23,10 @@ import struct
 from dataclasses import dataclass, field, replace
 from typing import IO, Callable, Iterable
 
-from .annotate import KernelNote, MarkNote, Timeline, WriteNote, annotate
-from .events import Event, Kind
-from .kernel_names import errno_name
-from .recording import Recording, UserMark, WriteResult
+from tracer.process.annotate import KernelNote, MarkNote, Timeline, WriteNote, annotate
+from tracer.record.event import Event, Kind
+from tracer.kernel.names import errno_name
+from tracer.record.recording import Recording, UserMark, WriteResult
 
 # HC_CALL_* of bpf/halfclose.bpf.c (old_state of WATCH_CALL_*); tests/unit/test_watch_annotate.py checks the mirror.
 CALLS = {1: "write", 2: "sendto", 3: "sendmsg", 4: "writev"}

@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .annotate import KernelNote, MarkNote, Timeline, WriteNote
-from .errors import UserError
-from .kernel_names import err_name, shutdown_name
+from tracer.process.annotate import KernelNote, MarkNote, Timeline, WriteNote
+from tracer.errors import UserError
+from tracer.kernel.names import err_name, shutdown_name
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -266,7 +266,7 @@ def watch_connection(ct, console: Console) -> None:
 
 
 def watch_end(wrec, cts, console: Console) -> None:
-    from .watch_annotate import command_end
+    from tracer.process.connections import command_end
 
     console.print()
     t = _ms(wrec.stop_ns - wrec.t0_ns)
