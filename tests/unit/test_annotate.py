@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from tracer.display import words
 from tracer.process.annotate import annotate
 from tracer.record.event import Kind
 
@@ -32,7 +33,7 @@ def note(tl, index):
 
 
 def kernel_note(tl, func, sk=None):
-    from tracer.process.annotate import KernelNote
+    from tracer.process.timeline import KernelNote
 
     return next(
         n for n in tl.items if isinstance(n, KernelNote) and n.func == func and (sk is None or n.event.sk == sk)
@@ -40,8 +41,8 @@ def kernel_note(tl, func, sk=None):
 
 
 def finding(tl, prefix):
-    hits = [f for f in tl.findings if f.startswith(prefix)]
-    assert len(hits) == 1, (prefix, tl.findings)
+    hits = [f for f in words.findings(tl) if f.startswith(prefix)]
+    assert len(hits) == 1, (prefix, words.findings(tl))
     return hits[0]
 
 
@@ -86,7 +87,7 @@ def test_write1_succeeds_in_close_wait_with_rcv_shutdown_only(rec):
 
 
 def test_write1_decision_names_the_send_branch(rec):
-    d = note(annotate(rec), 1).decision
+    d = words.decision(note(annotate(rec), 1))
     assert "CLOSE_WAIT is allowed to send" in d
     assert "sk_err 0" in d
     assert "send side open" in d
@@ -116,7 +117,7 @@ def test_rst_is_placed_during_write1_after_sendmsg_returned(rec):
     assert w1.t_start_ns <= ret.ts_ns < reset.ts_ns <= w1.t_end_ns  # the data itself
 
     tl = annotate(rec)
-    where = kernel_note(tl, "tcp_reset", client_sk(rec)).where
+    where = words.where(tl, kernel_note(tl, "tcp_reset", client_sk(rec)).where)
     assert where.startswith("during write 1")
     m = re.search(r"([\d.]+) µs after tcp_sendmsg_locked returned (\S+)", where)
     assert m, where
@@ -184,7 +185,7 @@ def test_write2_epipe_path_through_sk_stream_wait_connect(rec):
 
 
 def test_write2_decision_says_sock_error_took_sk_err(rec):
-    d = note(annotate(rec), 2).decision
+    d = words.decision(note(annotate(rec), 2))
     assert "sk_stream_wait_connect" in d
     assert "sock_error() took sk_err=EPIPE" in d
     assert "0 afterwards" in d
@@ -204,7 +205,7 @@ def test_write3_epipe_via_wait_connect_with_sk_err_zero(rec):
     assert wc.values["sk_err"] == 0 == first(evs, Kind.WAIT_CONNECT_ENTER).sk_err
     # net/core/stream.c: no sk_err, state not SYN_SENT/SYN_RECV -> -EPIPE.
     assert wc.ret == -EPIPE
-    d = w.decision
+    d = words.decision(w)
     assert "sk_stream_wait_connect with sk_err 0" in d
     assert "not SYN_SENT/SYN_RECV" in d
     assert "sock_error() took" not in d
@@ -251,7 +252,7 @@ def test_derived_no_sendmsg_events_invents_nothing(rec):
         assert not w.observed
         assert (w.state, w.sk_err, w.sk_shutdown) == (None, None, None)
         assert w.path == ()
-        assert w.decision.startswith("not observed")
+        assert words.decision(w).startswith("not observed")
         # The user-space result is still reported as seen by the client.
         assert (w.ret, w.errno) == (write(rec, w.index).ret, write(rec, w.index).errno)
 
@@ -261,7 +262,7 @@ def test_derived_no_sendmsg_return_says_return_not_observed(rec):
     gone = first(write_events(rec, 2), Kind.SENDMSG_RETURN)
     rec.events = [e for e in rec.events if e is not gone]
     w = note(annotate(rec), 2)
-    assert "not observed" in w.decision
+    assert "not observed" in words.decision(w)
     assert step(w, "tcp_sendmsg_locked").ret is None
 
 
@@ -270,7 +271,7 @@ def test_derived_no_tcp_reset_says_so(rec):
     rec.events = [e for e in rec.events if e.kind != Kind.TCP_RESET]
     tl = annotate(rec)
     assert "no tcp_reset was observed" in finding(tl, "RST:")
-    assert not [f for f in tl.findings if f.startswith("sk_err:")], "no RST, so nothing to attribute"
+    assert not [f for f in words.findings(tl) if f.startswith("sk_err:")], "no RST, so nothing to attribute"
 
 
 def _article_write2(rec):
@@ -299,7 +300,7 @@ def test_derived_article_path_names_the_sk_err_check(rec):
     assert (w.state, w.sk_err, w.ret) == ("CLOSE_WAIT", EPIPE, -1)
     assert [s.func for s in w.path] == ["tcp_sendmsg_locked", "sk_stream_error"]
     assert step(w, "tcp_sendmsg_locked").ret == -EPIPE
-    d = w.decision
+    d = words.decision(w)
     assert "sk->sk_err" in d and "do_error" in d
     assert "sk_err EPIPE" in d
     assert "sk_stream_wait_connect" not in d
@@ -318,7 +319,7 @@ def test_derived_send_shutdown_in_close_wait_names_send_shutdown(rec):
             e = dataclasses.replace(e, state=close_wait, sk_err=0, sk_shutdown=RCV_SHUTDOWN | SEND_SHUTDOWN)
         out.append(e)
     rec.events = out
-    d = note(annotate(rec), 2).decision
+    d = words.decision(note(annotate(rec), 2))
     assert "SEND_SHUTDOWN set" in d and "do_error" in d
 
 
@@ -334,8 +335,8 @@ def test_derived_missing_wait_connect_probe_does_not_claim_the_sk_err_check(rec)
     for i in (2, 3):
         w = note(tl, i)
         assert w.state == "CLOSE"
-        assert "allowed to send" not in w.decision, w.decision
-        assert "sk->sk_err" not in w.decision, w.decision
+        assert "allowed to send" not in words.decision(w), words.decision(w)
+        assert "sk->sk_err" not in words.decision(w), words.decision(w)
 
 
 # --- which socket is which ----------------------------------------------------------
@@ -345,7 +346,7 @@ def test_accepted_socket_is_the_server_not_the_listener(rec):
     """inet_csk_clone_lock sets SYN_RECV before it copies inet_dport (net/ipv4/inet_connection_sock.c,
     6.1.192:1195), so the accepted socket's first event has the listener's ports. Its later
     events (FIN_WAIT1, FIN_WAIT2) carry the connection's ports: the whole socket is the server."""
-    from tracer.process.annotate import KernelNote
+    from tracer.process.timeline import KernelNote
 
     tl = annotate(rec)
     sets = [n for n in tl.items if isinstance(n, KernelNote) and n.event.kind == Kind.SET_STATE]

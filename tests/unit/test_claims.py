@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tracer.display import words
 from tracer.process.annotate import annotate
 from tracer.process.claims import CLAIMS, check_all
 from tracer.record.event import Kind
@@ -68,7 +69,7 @@ def test_kprobe_recording_verdicts(kp):
 def test_every_verdict_has_evidence_from_events(kp):
     for r in results(kp).values():
         assert r.verdict.evidence, r.claim.id
-    second = results(kp)["second-write-error-path"].verdict.evidence
+    second = [words.evidence(e) for e in results(kp)["second-write-error-path"].verdict.evidence]
     assert any("sk_stream_wait_connect" in e for e in second)
 
 
@@ -135,4 +136,4 @@ def test_first_write_failing_refutes_close_wait_claim(kp):
 def test_file_claim_is_a_cited_source_fact(kp):
     r = results(kp)["sendmsg-file"]
     assert r.claim.how == "source"
-    assert any("net/ipv4/tcp.c" in e for e in r.verdict.evidence)
+    assert any("net/ipv4/tcp.c" in words.evidence(e) for e in r.verdict.evidence)

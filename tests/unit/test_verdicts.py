@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tracer.display import words
 from tracer.process.annotate import annotate
 from tracer.cli import main
 from tracer.record.event import Kind
@@ -109,7 +110,7 @@ def test_an_rst_during_the_teardown_is_not_the_scenarios(recs):
     assert check(tl).ok
     note = next(n for n in tl.items if getattr(n, "event", None) is not None and n.event.ts_ns == late.ts_ns)
     assert note.teardown and note not in tl.kernel_notes()
-    assert not any("RST: tcp_reset" in f for f in tl.findings), tl.findings
+    assert not any("RST: tcp_reset" in f for f in words.findings(tl)), words.findings(tl)
 
 
 # Recorded in the Debian 6.1.0-56 VM (kprobes, --scenario all) with net.ipv4.tcp_fin_timeout = 120

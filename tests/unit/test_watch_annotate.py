@@ -23,10 +23,13 @@ from pathlib import Path
 
 import pytest
 
+from tracer.display import words
 from tracer.record.event import BPF_DIR, Kind
 from tracer.record.recording import Recording
-from tracer.process.connections import (CALLS, UNTRACED_CALL, Grouper, WatchRecording, calls_of, command_end,
-                                   connections, group)
+from tracer.display.words import command_end
+from tracer.process.connections import Grouper, WatchRecording, calls_of, connections, group
+from tracer.process.timeline import UNTRACED_CALL
+from tracer.record.event import CALLS
 
 DATA = Path(__file__).resolve().parent / "data"
 EPIPE = 32  # include/uapi/asm-generic/errno-base.h
@@ -68,15 +71,15 @@ def test_the_article_by_port_kprobe(kp):
     assert len(cts) == 2
     ct = client_of(cts)
     assert (ct.family, ct.laddr, ct.raddr, ct.rport) == ("AF_INET", "127.0.0.1", "127.0.0.1", PORT)
-    assert [(c.call, c.fd, c.size, c.ret, c.comm) for c in ct.calls] == [
-        ("write", 3, 6, 6, "watch_client"), ("write", 3, 6, -EPIPE, "watch_client")]
+    assert [(c.name, c.fd, c.size, c.ret, c.errno, c.comm) for c in ct.calls] == [
+        ("write", 3, 6, 6, None, "watch_client"), ("write", 3, 6, -1, "EPIPE", "watch_client")]
     w1, w2 = ct.timeline.writes
     assert (w1.ret, w1.errno, w1.state, w1.sk_err) == (6, None, "CLOSE_WAIT", 0)
     assert (w2.ret, w2.errno, w2.state, w2.sk_err) == (-1, "EPIPE", "CLOSE", EPIPE)
     assert [s.func for s in w2.path] == ["tcp_sendmsg_locked", "sk_stream_wait_connect", "sk_stream_error"]
-    assert "sock_error() took sk_err=EPIPE" in w2.decision and not w2.inferred
+    assert "sock_error() took sk_err=EPIPE" in words.decision(w2) and not w2.inferred
     assert any(f.startswith("RST: tcp_reset ran with the client in CLOSE_WAIT, during write 1")
-               for f in ct.timeline.findings)
+               for f in words.findings(ct.timeline))
 
 
 def test_each_event_is_in_its_sockets_connection(kp):
@@ -103,9 +106,9 @@ def test_softirq_events_are_attributed_by_socket_not_task(kp):
 def test_tracepoint_backend_annotation(tp):
     ct = client_of(connections(tp))
     w1, w2 = ct.timeline.writes
-    assert w1.inferred and w2.inferred and w1.observed_at == "write(2) entry"
+    assert w1.inferred and w2.inferred and words.observed_at(w1.observed_at) == "write(2) entry"
     assert [s.func for s in w2.path] == ["sys_enter_write", "sys_exit_write"]
-    assert "sock_error() takes sk_err=EPIPE" in w2.decision
+    assert "sock_error() takes sk_err=EPIPE" in words.decision(w2)
     report = next(e for e in ct.conn.events if e.kind == Kind.ERROR_REPORT)
     assert report.value == EPIPE and report.sk == ct.conn.sk
 
@@ -115,20 +118,20 @@ def test_two_clients_stay_apart():
     assert len(cts) == 2
     assert len({ct.calls[0].pid for ct in cts}) == 2 and len({ct.lport for ct in cts}) == 2
     for ct in cts:
-        assert [(c.ret, c.pid) for c in ct.calls] == [(6, ct.calls[0].pid), (-EPIPE, ct.calls[0].pid)]
+        assert [(c.ret, c.errno, c.pid) for c in ct.calls] == [(6, None, ct.calls[0].pid), (-1, "EPIPE", ct.calls[0].pid)]
         assert {e.pid for e in ct.conn.events if e.kind == Kind.SENDMSG_ENTER} == {ct.calls[0].pid}
         assert [w.errno for w in ct.timeline.writes] == [None, "EPIPE"]
 
 
 def test_every_call_is_named_for_itself():
     ct = client_of(connections(load("6.18-tracepoint-calls")))
-    assert [(c.call, c.size, c.ret) for c in ct.calls] == [
+    assert [(c.name, c.size, c.ret) for c in ct.calls] == [
         ("sendto", 3, 3), ("sendmsg", 5, 5), ("writev", 6, 6), ("write", 4, 4)]
     sendto, sendmsg, writev, write = ct.timeline.writes
-    assert sendto.observed_at == "sendto(2) entry" and sendto.path[0].func == "sys_enter_sendto"
-    assert writev.path[-1].func == "sys_exit_writev" and "writev(2)" in writev.decision
-    assert write.observed_at == "write(2) entry"
-    assert not any("write(2)" in f for f in ct.timeline.findings if f.startswith("write 1 ="))
+    assert words.observed_at(sendto.observed_at) == "sendto(2) entry" and sendto.path[0].func == "sys_enter_sendto"
+    assert writev.path[-1].func == "sys_exit_writev" and "writev(2)" in words.decision(writev)
+    assert words.observed_at(write.observed_at) == "write(2) entry"
+    assert not any("write(2)" in f for f in words.findings(ct.timeline) if f.startswith("write 1 ="))
 
 
 def test_streaming_hands_out_the_same_connections_in_the_same_order():
@@ -163,7 +166,7 @@ def test_a_socket_that_joins_at_its_first_write(kp):
     conns = group(later + [dataclasses.replace(addr, ts_ns=first_send.ts_ns - 1)])
     assert len(conns) == 1
     ct = client_of(connections(with_events(kp, conns[0].events)))
-    assert [(c.call, c.ret) for c in ct.calls] == [("write", 6), ("write", -EPIPE)]
+    assert [(c.name, c.ret, c.errno) for c in ct.calls] == [("write", 6, None), ("write", -1, "EPIPE")]
     assert ct.laddr == "127.0.0.1"
 
 
@@ -172,8 +175,8 @@ def test_writes_from_an_untraced_caller_are_still_annotated(kp):
     itself gives the write's size and result."""
     wrec = with_events(kp, [e for e in kp.rec.events if e.kind not in (Kind.WATCH_CALL_ENTER, Kind.WATCH_CALL_EXIT)])
     ct = client_of(connections(wrec))
-    assert [(c.call, c.fd, c.size, c.ret) for c in ct.calls] == [(UNTRACED_CALL, None, 6, 6),
-                                                                (UNTRACED_CALL, None, 6, -EPIPE)]
+    assert [(c.name, c.fd, c.size, c.ret, c.errno) for c in ct.calls] == [(UNTRACED_CALL, None, 6, 6, None),
+                                                                       (UNTRACED_CALL, None, 6, -1, "EPIPE")]
     assert [w.errno for w in ct.timeline.writes] == [None, "EPIPE"]
     assert [s.func for s in ct.timeline.writes[1].path][:2] == ["tcp_sendmsg_locked", "sk_stream_wait_connect"]
 
@@ -205,7 +208,7 @@ def test_ipv6_addresses(kp):
     addr = next(e for e in client.events if e.kind == Kind.WATCH_ADDR)
     loopback = (1).to_bytes(16, "big")  # ::1, as the kernel stores it
     halves = [int.from_bytes(loopback[i:i + 8], "little", signed=True) for i in (0, 8)]  # read as s64
-    v6 = [dataclasses.replace(addr, fd=fd, old_state=10, value=halves[(fd - 1) % 2]) for fd in (1, 2, 3, 4)]
+    v6 = [dataclasses.replace(addr, addr_part=part, family=10, value=halves[(part - 1) % 2]) for part in (1, 2, 3, 4)]
     events = v6 + [e for e in client.events if e.kind != Kind.WATCH_ADDR]
     conn = group(events)[0]
     assert conn.addresses() == ("AF_INET6", "::1", "::1")

@@ -9,9 +9,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tracer.process.annotate import KernelNote, MarkNote, Timeline, WriteNote
+from tracer.display import words
+from tracer.kernel.names import err_name, ret_name, shutdown_name
+from tracer.process.timeline import UNTRACED_CALL, IoNote, KernelNote, MarkNote, Timeline
 from tracer.errors import UserError
-from tracer.kernel.names import err_name, shutdown_name
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -57,28 +58,38 @@ def _ms(t_ns: int) -> str:
     return f"{t_ns / 1e6:+9.3f} ms"
 
 
-def _write(console: Console, w: WriteNote) -> None:
+def _write(console: Console, w: IoNote) -> None:
     if w.killed_by:
         result = f"[red]killed by {w.killed_by}[/]"
     else:
         result = f"[green]{w.ret}[/]" if w.ret >= 0 else f"[red]-1 {w.errno}[/]"
-    label = f"{w.op} {w.index}" if w.index else f"{w.op} before the close"
-    console.print(f"[cyan]{_ms(w.t_ns)}[/]  [bold]{label}[/] ({w.size} bytes) → {result}")
+    console.print(f"[cyan]{_ms(w.t_ns)}[/]  [bold]{words.call_label(w)}[/] ({w.size} bytes) → {result}")
     if w.observed:
         console.print(
-            f"{'':14}at {w.observed_at}: state [bold]{w.state}[/], "
+            f"{'':14}at {words.observed_at(w.observed_at)}: state [bold]{w.state}[/], "
             f"sk_err {err_name(w.sk_err)}, sk_shutdown {shutdown_name(w.sk_shutdown)}"
         )
     for s in w.path:
-        ret = f" → {s.to_json()['ret_name']}" if s.ret is not None else ""
-        console.print(f"{'':14}  {s.func}{ret}  [dim]{escape(s.detail)}[/]")
+        ret = f" → {ret_name(s.ret)}" if s.ret is not None else ""
+        console.print(f"{'':14}  {s.func}{ret}  [dim]{escape(words.step_detail(s))}[/]")
     label = "[yellow]decided[/] [italic](inferred)[/]" if w.inferred else "[yellow]decided:[/]"
-    console.print(f"{'':14}{label} {escape(w.decision.removeprefix('inferred: '))}")
+    console.print(f"{'':14}{label} {escape(words.decision(w, prefix=False))}")
 
 
-def _kernel(console: Console, n: KernelNote) -> None:
+def _where(tl: Timeline, n: KernelNote) -> str:
+    return f"  [magenta]({escape(words.where(tl, n.where))})[/]" if n.where else ""
+
+
+def _findings(console: Console, tl: Timeline, title: str | None = None) -> None:
+    table = Table(title=title, show_header=False, box=None, padding=(0, 1))
+    for f in words.findings(tl):
+        table.add_row("•", escape(f))
+    console.print(table)
+
+
+def _kernel(console: Console, tl: Timeline, n: KernelNote) -> None:
     style = "dim" if n.teardown else SIDE_STYLE.get(n.side, "")
-    where = f"  [magenta]({escape(n.where)})[/]" if n.where else ""
+    where = _where(tl, n)
     console.print(
         f"[cyan]{_ms(n.t_ns)}[/]  [{style}]{n.side:<8} {n.func}: {escape(n.summary)}[/]{where}"
     )
@@ -106,17 +117,14 @@ def timeline(tl: Timeline, console: Console | None = None) -> None:
     )
     console.print()
     for item in tl.items:
-        if isinstance(item, WriteNote):
+        if isinstance(item, IoNote):
             _write(console, item)
         elif isinstance(item, KernelNote):
-            _kernel(console, item)
+            _kernel(console, tl, item)
         elif isinstance(item, MarkNote):
             console.print(f"[cyan]{_ms(item.t_ns)}[/]  [blue]user     {escape(item.what)}[/]")
     console.print()
-    table = Table(title="What the kernel showed", show_header=False, box=None, padding=(0, 1))
-    for f in tl.findings:
-        table.add_row("•", escape(f))
-    console.print(table)
+    _findings(console, tl, "What the kernel showed")
 
 
 VERDICT_STYLE = {"verified": "green", "refuted": "red", "imprecise": "yellow", "not-observed": "dim"}
@@ -133,7 +141,7 @@ def claims(results, console: Console | None = None) -> None:
         mark = "" if r.as_expected else f"\n[red](source reading expected {r.expected})[/]"
         table.add_row(f"[bold]{r.claim.id}[/]\n{escape(r.claim.statement)}\n[dim]{escape(r.claim.source)}[/]",
                       f"[{style}]{r.verdict.verdict}[/]{mark}",
-                      "\n".join(f"• {escape(e)}" for e in r.verdict.evidence))
+                      "\n".join(f"• {escape(words.evidence(e))}" for e in r.verdict.evidence))
     console.print(table)
 
 
@@ -154,12 +162,13 @@ def scenario_verdict(v, console: Console | None = None) -> None:
         console.print(f"  [dim]source: {escape(why)}[/]")
 
 
-def _short_path(w: WriteNote) -> str:
+def _short_path(w: IoNote) -> str:
     """The deciding path in a few words: the functions with their returns, or the inference."""
-    funcs = [s for s in w.path if not s.func.startswith("sys_") and s.func != "sock_send_length"]
+    funcs = [s for s in w.path if s.role not in ("syscall_enter", "send_length", "syscall_exit")
+             and not s.func.startswith("sys_")]
     if funcs:
-        return " → ".join(f"{s.func}" + (f" {s.to_json()['ret_name']}" if s.ret is not None else "") for s in funcs)
-    return w.decision.split(" (observed")[0]
+        return " → ".join(f"{s.func}" + (f" {ret_name(s.ret)}" if s.ret is not None else "") for s in funcs)
+    return words.decision(w, short=True)
 
 
 def matrix(rows, console: Console | None = None) -> None:
@@ -245,35 +254,29 @@ def watch_connection(ct, console: Console) -> None:
     console.print(f"[bold]connection #{c.conn}[/]  {_endpoint(ct.laddr, ct.lport)} → "
                   f"{_endpoint(ct.raddr, ct.rport)}  {who}{peer}")
     for item in ct.items:
-        if isinstance(item, WriteNote):
+        if isinstance(item, IoNote):
             _write(console, item)
             k = ct.call_of(item)
-            call = f"{k.call}(2)" if k.call != "tcp_sendmsg_locked" else "tcp_sendmsg_locked (its caller is not traced)"
+            call = f"{k.name}(2)" if k.name != UNTRACED_CALL else f"{UNTRACED_CALL} (its caller is not traced)"
             console.print(f"{'':14}[dim]{call} on fd {_fd(k.fd)} by "
                           f"{escape(k.comm)} (pid {k.pid})[/]")
         elif isinstance(item, KernelNote):
-            where = f"  [magenta]({escape(item.where)})[/]" if item.where else ""
-            console.print(f"[cyan]{_ms(item.t_ns)}[/]  {item.func}: {escape(item.summary)}{where}")
+            console.print(f"[cyan]{_ms(item.t_ns)}[/]  {item.func}: {escape(item.summary)}{_where(ct.timeline, item)}")
     for k in ct.calls:
         if k.ret is None:
-            console.print(f"[cyan]{_ms(k.t_start_ns - ct.timeline.t0_ns)}[/]  {k.call} on fd {_fd(k.fd)}: "
+            console.print(f"[cyan]{_ms(k.t_start_ns - ct.timeline.t0_ns)}[/]  {k.name} on fd {_fd(k.fd)}: "
                           "its return was not seen (the watch stopped first, or a return probe missed it)")
     if ct.timeline.findings:
-        table = Table(show_header=False, box=None, padding=(0, 1))
-        for f in ct.timeline.findings:
-            table.add_row("•", escape(f))
-        console.print(table)
+        _findings(console, ct.timeline)
 
 
 def watch_end(wrec, cts, console: Console) -> None:
-    from tracer.process.connections import command_end
-
     console.print()
     t = _ms(wrec.stop_ns - wrec.t0_ns)
     if wrec.command_status is not None:
-        console.print(f"[cyan]{t}[/]  [blue]{escape(command_end(wrec.command_status))}[/]")
+        console.print(f"[cyan]{t}[/]  [blue]{escape(words.command_end(wrec.command_status))}[/]")
     console.print(f"[cyan]{t}[/]  [blue]stopped: {escape(wrec.stop_reason)}[/]")
-    writes = [f"#{ct.conn.conn} {ct.call_of(w).call} {w.index} = " + (f"{w.ret}" if w.ret >= 0 else f"-1 {w.errno}")
+    writes = [f"#{ct.conn.conn} {ct.call_of(w).name} {w.index} = " + (f"{w.ret}" if w.ret >= 0 else f"-1 {w.errno}")
               for ct in cts for w in ct.timeline.writes]
     console.print(f"{len(cts)} connection(s); write-like calls: {', '.join(writes) or 'none'}")
     if wrec.rec.lost_events:

@@ -1,48 +1,121 @@
-"""Display for machines: the timeline as NDJSON, one object per line, each with "type".
+"""Display for machines: NDJSON, one object per line, each with "type".
 
-Types: "meta" (first), "user", "kernel", "write", "read" (in time order), "finding",
-"claim" (the article's claims, scenario close), "scenario" (observed beside expected), "summary" (last).
-The README documents every field.
+Reproduction: "meta" (first), then "user", "kernel", "write", "read" (in time
+order), "finding", "claim" (the article's claims, scenario close), "scenario"
+(observed beside expected), "summary" (last). Watch: "meta", "user", then per
+connection a "connection" line with its "kernel", "write" and "finding" lines,
+then "user" and "summary". The README documents every field; the sentences
+come from words.py, the values from the timeline.
 """
 from __future__ import annotations
 
 import json
 from typing import IO, Iterator
 
-from tracer.process.annotate import KernelNote, MarkNote, Timeline, WriteNote, kernel_json, write_json
+from tracer.display import words
+from tracer.kernel.names import err_name, shutdown_name
+from tracer.process.timeline import IoNote, KernelNote, MarkNote, Timeline
 
 SCHEMA_VERSION = 1
 
 
-def lines(tl: Timeline, claims=(), verdict=None) -> Iterator[dict]:
-    rec = tl.recording
-    yield {
+def _t_ms(t_ns: int, t0_ns: int = 0) -> float:
+    return round((t_ns - t0_ns) / 1e6, 6)
+
+
+def meta(rec, mode: str | None = None, **extra) -> dict:
+    """The first line: the run's kernel and probes; the reproduction's own fields are
+    null in watch mode (family, ports and pid are per connection there)."""
+    repro = mode is None
+    return {
         "type": "meta",
         "schema": SCHEMA_VERSION,
-        "scenario": rec.scenario,
-        "family": rec.family,
+        "scenario": rec.scenario if repro else "watch",
+        "family": rec.family if repro else None,
+        **({} if repro else {"mode": mode}),
         "kernel": rec.kernel,
         "backend": rec.backend,
         "backend_notes": rec.backend_notes,
         "probes": rec.attached,
         "missing": rec.missing,
-        "netns": rec.netns,
-        "server_port": rec.server_port,
-        "client_port": rec.client_port,
-        "client_pid": rec.client_pid,
+        "netns": rec.netns if repro else None,
+        "server_port": rec.server_port if repro else None,
+        "client_port": rec.client_port if repro else None,
+        "client_pid": rec.client_pid if repro else None,
         "state_names_source": rec.state_names_source,
+        **extra,
     }
+
+
+def write_json(w: IoNote) -> dict:
+    """The `"type": "write"` (or "read") line."""
+    return {
+        "type": w.op,
+        "index": w.index,
+        "t_ms": _t_ms(w.t_ns),
+        "size": w.size,
+        "ret": w.ret,
+        "errno": w.errno,
+        "observed": w.observed,
+        "observed_at": words.observed_at(w.observed_at),
+        "state": w.state,
+        "sk_err": w.sk_err,
+        "sk_err_name": err_name(w.sk_err) if w.sk_err is not None else None,
+        "sk_shutdown": w.sk_shutdown,
+        "sk_shutdown_name": shutdown_name(w.sk_shutdown) if w.sk_shutdown is not None else None,
+        "path": [words.step_json(s) for s in w.path],
+        "decision": words.decision(w),
+        "inferred": w.inferred,
+        "killed_by": w.killed_by,
+    }
+
+
+def kernel_json(n: KernelNote, tl: Timeline) -> dict:
+    e = n.event
+    return {
+        "type": "kernel",
+        "t_ms": _t_ms(n.t_ns),
+        "func": n.func,
+        "event": e.kind.name,
+        "side": n.side,
+        "summary": n.summary,
+        "where": words.where(tl, n.where) or None,
+        "teardown": n.teardown,
+        **n.values,
+        "sk": f"{e.sk:#x}",
+        "pid": e.pid,
+        "comm": e.comm,
+    }
+
+
+def items(tl: Timeline, write_extra=lambda w: {}, extra: dict | None = None, marks: bool = True) -> Iterator[dict]:
+    """The timeline's lines in time order, then its findings; write_extra(w) adds to a
+    write line, extra to every line (watch: the connection)."""
+    extra = extra or {}
     for item in tl.items:
-        if isinstance(item, WriteNote):
-            yield write_json(item)
+        if isinstance(item, IoNote):
+            yield {**write_json(item), **extra, **write_extra(item)}
         elif isinstance(item, KernelNote):
-            yield kernel_json(item)
-        elif isinstance(item, MarkNote):
-            yield {"type": "user", "t_ms": round(item.t_ns / 1e6, 6), "what": item.what}
-    for f in tl.findings:
-        yield {"type": "finding", "text": f}
+            yield {**kernel_json(item, tl), **extra}
+        elif isinstance(item, MarkNote) and marks:
+            yield {"type": "user", "t_ms": _t_ms(item.t_ns), "what": item.what}
+    for f in words.findings(tl):
+        yield {"type": "finding", **extra, "text": f}
+
+
+def claim_json(r) -> dict:
+    c = r.claim
+    return {"type": "claim", "id": c.id, "statement": c.statement, "source": c.source, "how": c.how,
+            "verdict": r.verdict.verdict, "evidence": [words.evidence(e) for e in r.verdict.evidence],
+            "expected": r.expected, "as_expected": r.as_expected}
+
+
+def lines(tl: Timeline, claims=(), verdict=None) -> Iterator[dict]:
+    rec = tl.recording
+    yield meta(rec)
+    yield from items(tl)
     for c in claims:
-        yield c.to_json()
+        yield claim_json(c)
     if verdict is not None:
         yield {"type": "scenario", "name": verdict.scenario.name, "title": verdict.scenario.title,
                "verdict": verdict.status, "ok": verdict.ok, "rows": [r.to_json() for r in verdict.rows],
@@ -67,32 +140,10 @@ def write(tl: Timeline, out: IO[str], claims=(), verdict=None, tag_scenario: boo
 # --- watch (trace-halfclose watch) ----------------------------------------------------
 
 
-def _t_ms(t_ns: int, t0_ns: int) -> float:
-    return round((t_ns - t0_ns) / 1e6, 6)
-
-
 def watch_start_lines(wrec) -> Iterator[dict]:
-    """The meta line (the core's fields; the reproduction's own are null) and the start marks."""
+    """The meta line and the start marks."""
     rec = wrec.rec
-    yield {
-        "type": "meta",
-        "schema": SCHEMA_VERSION,
-        "scenario": "watch",
-        "family": None,  # per connection, in its "connection" line
-        "mode": "watch",
-        "kernel": rec.kernel,
-        "backend": rec.backend,
-        "backend_notes": rec.backend_notes,
-        "probes": rec.attached,
-        "missing": rec.missing,
-        "netns": None,
-        "server_port": None,
-        "client_port": None,
-        "client_pid": None,
-        "state_names_source": rec.state_names_source,
-        "filter": wrec.filter,
-        "command_pid": wrec.command_pid,
-    }
+    yield meta(rec, "watch", filter=wrec.filter, command_pid=wrec.command_pid)
     for m in rec.marks:
         yield {"type": "user", "t_ms": _t_ms(m.t_ns, wrec.t0_ns), "what": m.what}
 
@@ -120,31 +171,26 @@ def watch_connection_lines(ct) -> Iterator[dict]:
         "t_ms": _t_ms(c.first_ns, tl.t0_ns),
         "end_t_ms": _t_ms(c.ended_ns, tl.t0_ns) if c.ended_ns is not None else None,
         "destroyed": c.destroyed,
-        "unfinished_calls": [{"call": k.call, "pid": k.pid, "fd": k.fd, "t_ms": _t_ms(k.t_start_ns, tl.t0_ns)}
+        "unfinished_calls": [{"call": k.name, "pid": k.pid, "fd": k.fd, "t_ms": _t_ms(k.t_start_ns, tl.t0_ns)}
                              for k in ct.calls if k.ret is None],
     }
-    for item in ct.items:
-        if isinstance(item, WriteNote):
-            k = ct.call_of(item)
-            yield {**write_json(item), "conn": c.conn, "call": k.call, "pid": k.pid, "tid": k.tid,
-                   "comm": k.comm, "fd": k.fd}
-        elif isinstance(item, KernelNote):
-            yield {**kernel_json(item), "conn": c.conn}
-    for f in tl.findings:
-        yield {"type": "finding", "conn": c.conn, "text": f}
+
+    def call(w: IoNote) -> dict:
+        k = ct.call_of(w)
+        return {"call": k.name, "pid": k.pid, "tid": k.tid, "comm": k.comm, "fd": k.fd}
+
+    yield from items(tl, call, {"conn": c.conn}, marks=False)
 
 
 def watch_end_lines(wrec, cts) -> Iterator[dict]:
-    from tracer.process.connections import command_end
-
     if wrec.command_status is not None:
         yield {"type": "user", "t_ms": _t_ms(wrec.stop_ns, wrec.t0_ns),
-               "what": command_end(wrec.command_status)}
+               "what": words.command_end(wrec.command_status)}
     yield {"type": "user", "t_ms": _t_ms(wrec.stop_ns, wrec.t0_ns), "what": f"stopped: {wrec.stop_reason}"}
     yield {
         "type": "summary",
         "connections": len(cts),
-        "writes": [{"conn": ct.conn.conn, "index": w.index, "call": ct.call_of(w).call, "ret": w.ret,
+        "writes": [{"conn": ct.conn.conn, "index": w.index, "call": ct.call_of(w).name, "ret": w.ret,
                     "errno": w.errno} for ct in cts for w in ct.timeline.writes],
         "events": len(wrec.rec.events),
         "lost_events": wrec.rec.lost_events,
@@ -152,7 +198,7 @@ def watch_end_lines(wrec, cts) -> Iterator[dict]:
 
 
 class WatchJson:
-    """A watch's NDJSON, line by line as the connections end (a tracer.watch.Sink)."""
+    """A watch's NDJSON, line by line as the connections end (a tracer.collect.watch.Sink)."""
 
     def __init__(self, out: IO[str]):
         self.out = out

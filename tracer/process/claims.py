@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from tracer.process.annotate import KernelNote, Timeline, WriteNote
+from tracer.process.timeline import CallFacts, IoNote, KernelNote, Timeline
 from tracer.record.event import Kind
-from tracer.kernel.names import err_name, shutdown_name
+from tracer.kernel.names import err_name, ret_name, shutdown_name
 from tracer.process.verdicts import observed_rst_sender
 
 VERIFIED, REFUTED, IMPRECISE, NOT_OBSERVED = "verified", "refuted", "imprecise", "not-observed"
@@ -25,7 +25,7 @@ VERIFIED, REFUTED, IMPRECISE, NOT_OBSERVED = "verified", "refuted", "imprecise",
 @dataclass(frozen=True)
 class Verdict:
     verdict: str
-    evidence: tuple[str, ...]
+    evidence: tuple[str | CallFacts, ...]  # sentences, and calls' facts that display words
 
 
 @dataclass(frozen=True)
@@ -48,12 +48,6 @@ class ClaimResult:
     def as_expected(self) -> bool:
         return self.verdict.verdict == self.expected
 
-    def to_json(self) -> dict:
-        c = self.claim
-        return {"type": "claim", "id": c.id, "statement": c.statement, "source": c.source, "how": c.how,
-                "verdict": self.verdict.verdict, "evidence": list(self.verdict.evidence),
-                "expected": self.expected, "as_expected": self.as_expected}
-
 
 # --- helpers on the timeline ------------------------------------------------------
 
@@ -62,7 +56,7 @@ def _client(tl: Timeline) -> list[KernelNote]:
     return tl.kernel_notes(side="client")
 
 
-def _write(tl: Timeline, i: int) -> WriteNote | None:
+def _write(tl: Timeline, i: int) -> IoNote | None:
     return next((w for w in tl.writes if w.index == i), None)
 
 
@@ -75,14 +69,8 @@ def _has(tl: Timeline, func: str) -> bool:
     return func in tl.recording.kernel_functions
 
 
-def _step(w: WriteNote, func: str):
+def _step(w: IoNote, func: str):
     return next((s for s in w.path if s.func == func), None)
-
-
-def _fmt_write(w: WriteNote) -> str:
-    res = w.ret if w.ret >= 0 else (w.killed_by or w.errno)
-    return (f"write {w.index} → {res}; at {w.observed_at}: state {w.state}, sk_err {err_name(w.sk_err or 0)}, "
-            f"sk_shutdown {shutdown_name(w.sk_shutdown or 0)}")
 
 
 # --- the claims ----------------------------------------------------------------------
@@ -94,7 +82,7 @@ def _first_write_succeeds(tl: Timeline) -> Verdict:
                     or n.values.get("state_after") == "CLOSE_WAIT"), None)
     if not w1 or not w1.observed:
         return Verdict(NOT_OBSERVED, ("write 1 was not seen in the kernel",))
-    ev = [_fmt_write(w1)]
+    ev = [CallFacts(w1)]
     if into_cw:
         ev.insert(0, f"{into_cw.func} at {into_cw.t_ns / 1e6:+.3f} ms: client → CLOSE_WAIT")
     ok = into_cw is not None and w1.state == "CLOSE_WAIT" and w1.sk_err == 0 and w1.ret == w1.size
@@ -107,16 +95,16 @@ def _epipe_condition(tl: Timeline) -> Verdict:
         return Verdict(NOT_OBSERVED, ("no write failed with EPIPE",))
     if not _sees_functions(tl):
         return Verdict(NOT_OBSERVED, (f"the {tl.recording.backend} backend cannot see which check inside "
-                                      "tcp_sendmsg_locked returned -EPIPE",) + tuple(_fmt_write(w) for w in failing))
+                                      "tcp_sendmsg_locked returned -EPIPE",) + tuple(CallFacts(w) for w in failing))
     ev, via_wait = [], 0
     for w in failing:
         wc = _step(w, "sk_stream_wait_connect")
         if wc is not None and wc.ret is not None and wc.ret < 0:
             via_wait += 1
             ev.append(f"write {w.index}: state {w.state}, sk_err {err_name(w.sk_err)} → sk_stream_wait_connect "
-                      f"returned {wc.to_json()['ret_name']} (sk_err {err_name(wc.values.get('sk_err_after', 0))} after)")
+                      f"returned {ret_name(wc.ret)} (sk_err {err_name(wc.values.get('sk_err_after', 0))} after)")
         else:
-            ev.append(f"write {w.index}: no sk_stream_wait_connect; {_fmt_write(w)}")
+            ev.append(f"write {w.index}: no sk_stream_wait_connect; {CallFacts(w)}")
     if via_wait:
         ev.append("the -EPIPE came from sk_stream_wait_connect (net/core/stream.c), reached because the state "
                   "was neither ESTABLISHED nor CLOSE_WAIT; the sk_err/SEND_SHUTDOWN check was not reached")
@@ -227,15 +215,15 @@ def _second_write_path(tl: Timeline) -> Verdict:
     if not w2 or not w2.observed:
         return Verdict(NOT_OBSERVED, ("write 2 was not seen in the kernel",))
     if w2.errno != "EPIPE":
-        return Verdict(REFUTED, (_fmt_write(w2),))
+        return Verdict(REFUTED, (CallFacts(w2),))
     if not _sees_functions(tl):
-        return Verdict(NOT_OBSERVED, (_fmt_write(w2), f"the {tl.recording.backend} backend cannot see the path; "
-                                      f"its inference: {w2.decision}"))
+        blind = f"the {tl.recording.backend} backend cannot see the path; its inference: "
+        return Verdict(NOT_OBSERVED, (CallFacts(w2), CallFacts(w2, "decision", blind)))
     wc = _step(w2, "sk_stream_wait_connect")
     if wc is not None:
-        return Verdict(IMPRECISE, (_fmt_write(w2), f"path: {' → '.join(s.func for s in w2.path)}",
-                                   f"decided: {w2.decision}"))
-    return Verdict(VERIFIED, (_fmt_write(w2), f"decided: {w2.decision}"))
+        return Verdict(IMPRECISE, (CallFacts(w2), f"path: {' → '.join(s.func for s in w2.path)}",
+                                   CallFacts(w2, "decision", "decided: ")))
+    return Verdict(VERIFIED, (CallFacts(w2), CallFacts(w2, "decision", "decided: ")))
 
 
 ARTICLE_PACKETS = (("client", "[S]"), ("server", "[S.]"), ("client", "[.]"), ("server", "[F.]"),

@@ -66,11 +66,11 @@ def summary(e: Event, ret: Event | None, st: Callable[[int], str], isn: dict[int
                       "seq": (e.seq - base) % 2**32, "ack": rel_ack, "length": e.value}
     if k == Kind.SEND_RESET:
         who = rst_sender(e, st)
-        by = {"timewait": f"a timewait socket (substate {st(e.old_state)})", "no socket": "no socket",
+        by = {"timewait": f"a timewait socket (substate {st(e.tw_substate)})", "no socket": "no socket",
               "full socket": f"a full socket in state {st(e.state)}"}[who]
         return (f"RST for an incoming segment, sent by {by}",
                 {"rst_sender": who, "state": None if who == "no socket" else st(e.state),
-                 **({"tw_substate": st(e.old_state)} if who == "timewait" else {})})
+                 **({"tw_substate": st(e.tw_substate)} if who == "timewait" else {})})
     if k == Kind.ACTIVE_RESET:
         return f"the socket resets its connection (state {st(e.state)})", {**vals, "rst_sender": "active reset"}
     if k == Kind.SIGNAL:
@@ -78,6 +78,8 @@ def summary(e: Event, ret: Event | None, st: Callable[[int], str], isn: dict[int
             name = _signal.Signals(e.value).name
         except ValueError:
             name = f"signal {e.value}"
-        result = SIGNAL_RESULT.get(e.fd, str(e.fd))
+        result = SIGNAL_RESULT.get(e.signal_result, str(e.signal_result))
         return f"{name} generated for the client ({result})", {"signal": name, "result": result}
+    if k == Kind.WATCH_DESTROY:
+        return f"socket destroyed in state {st(e.state)}: it leaves the watch", {"state": st(e.state)}
     return k.name, vals

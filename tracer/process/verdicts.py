@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tracer.process.annotate import Timeline, WriteNote
+from tracer.process.timeline import IoNote, Timeline
 from tracer.record.event import Kind
 from tracer.process.scenarios import SCENARIOS, Scenario
 
@@ -40,7 +40,7 @@ class ScenarioVerdict:
         return "match" if all(r.ok for r in self.rows) else "match (partly observable)"
 
 
-def _result(w: WriteNote) -> str:
+def _result(w: IoNote) -> str:
     if w.killed_by:
         return w.killed_by
     return "success" if w.ret >= 0 else (w.errno or "?")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
@@ -118,9 +118,27 @@ RETURN_KINDS = {
 }
 
 
+# The write-like calls of watch mode: HC_CALL_* of bpf/ (the watch's call events carry one).
+CALLS = {1: "write", 2: "sendto", 3: "sendmsg", 4: "writev"}
+
+# Raw fields whose meaning depends on the kind (see bpf/halfclose.h), and the
+# named field each one is decoded into. Every other kind keeps fd and old_state
+# in their own meaning (the file descriptor; the state before a state change).
+KIND_FIELDS: dict[Kind, dict[str, str]] = {
+    Kind.SEND_RESET: {"old_state": "tw_substate"},
+    Kind.SIGNAL: {"fd": "signal_result"},
+    Kind.WATCH_CALL_ENTER: {"old_state": "call"},
+    Kind.WATCH_CALL_EXIT: {"old_state": "call"},
+    Kind.WATCH_ADDR: {"old_state": "family", "fd": "addr_part"},
+}
+# What a raw field holds when it does not apply (hc_fill in bpf/sock_read.h sets fd = -1).
+RAW_UNSET = {"fd": -1, "old_state": 0}
+
+
 @dataclass(frozen=True)
 class Event:
-    """One kernel event; the same field names as struct hc_event and the JSON."""
+    """One kernel event; the same field names as struct hc_event and the JSON,
+    plus the named fields that KIND_FIELDS decodes (None where they do not apply)."""
 
     ts_ns: int
     sk: int
@@ -129,17 +147,22 @@ class Event:
     tid: int
     sk_err: int
     kind: Kind
-    fd: int
+    fd: int  # a file descriptor, or -1
     cpu: int
     seq: int
     ack_seq: int
     sport: int
     dport: int
     state: int
-    old_state: int
+    old_state: int  # SET_STATE: the state before; 0 otherwise
     sk_shutdown: int
     tcp_flags: int
     comm: str
+    tw_substate: int | None = None  # SEND_RESET from a timewait socket: its substate
+    signal_result: int | None = None  # SIGNAL: signal_generate's result (TRACE_SIGNAL_*)
+    call: str | None = None  # WATCH_CALL_*: write, sendto, sendmsg or writev
+    family: int | None = None  # WATCH_ADDR: the socket's address family (AF_*)
+    addr_part: int | None = None  # WATCH_ADDR: which 8 address bytes `value` holds (0: IPv4, 1-4: IPv6)
 
     @property
     def func(self) -> str:
@@ -150,7 +173,11 @@ class Event:
         return self.kind in RETURN_KINDS
 
     def to_json(self) -> dict:
-        d = asdict(self)
+        """The raw record (struct hc_event's fields), as recordings store it."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name in RAW_FIELDS}
+        for raw, named in KIND_FIELDS.get(self.kind, {}).items():
+            value = getattr(self, named)
+            d[raw] = _CALL_NUMBER.get(value, 0) if named == "call" else value
         d["kind"] = self.kind.name
         d["sk"] = f"{self.sk:#x}"
         return d
@@ -162,16 +189,29 @@ class Event:
         for name, default in (("fd", -1), ("cpu", 0), ("seq", 0), ("ack_seq", 0), ("tcp_flags", 0)):
             d.setdefault(name, default)
         d["sk"] = int(d["sk"], 16) if isinstance(d["sk"], str) else d["sk"]
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return _named(d)
+
+
+RAW_FIELDS = tuple(name for name, _ in RawEvent._fields_)
+_CALL_NUMBER = {name: num for num, name in CALLS.items()}
+
+
+def _named(raw: dict) -> Event:
+    """The one place a raw record's kind-dependent fields get their names."""
+    values = {k: raw[k] for k in RAW_FIELDS}
+    for field_name, named in KIND_FIELDS.get(values["kind"], {}).items():
+        v = values[field_name]
+        values[named] = CALLS.get(v, str(v)) if named == "call" else v
+        values[field_name] = RAW_UNSET[field_name]
+    return Event(**values)
 
 
 def decode(raw: RawEvent) -> Event:
-    """The one place a raw kernel event becomes an Event: same field names."""
-    values = {f.name: getattr(raw, f.name) for f in fields(Event)}
+    """A raw kernel event from the ring buffer, decoded (the live twin of Event.from_json)."""
+    values = {name: getattr(raw, name) for name in RAW_FIELDS}
     values["kind"] = Kind(raw.kind)
     values["comm"] = raw.comm.decode("utf-8", "replace")
-    return Event(**values)
+    return _named(values)
 
 
 def decode_bytes(buf: bytes) -> Event:

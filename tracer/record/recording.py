@@ -134,3 +134,47 @@ class Recording:
         if not chunks:
             raise ValueError("empty file: not a recording written by `trace-halfclose --record`")
         return [cls.load_lines(c) for c in chunks]
+
+
+@dataclass
+class WatchRecording:
+    """What a watch saw: rec holds the kernel facts, the marks and every event."""
+
+    rec: Recording
+    filter: dict = field(default_factory=dict)  # pids, comm, port, command
+    t0_ns: int = 0  # the watch began (before the probes were loaded)
+    command_pid: int | None = None
+    command_status: int | None = None  # exit status; negative: killed by that signal
+    stop_reason: str = ""
+    stop_ns: int = 0
+
+    def header(self) -> dict:
+        return {"record": "watch", "schema": 1, "filter": self.filter, "t0_ns": self.t0_ns,
+                "command_pid": self.command_pid, "command_status": self.command_status,
+                "stop_reason": self.stop_reason, "stop_ns": self.stop_ns}
+
+    def dump(self, out: IO[str]) -> None:
+        """A "watch" line, then the lines of a Recording: `trace-halfclose replay` refuses
+        it (unknown record type), `trace-halfclose watch --replay` reads it."""
+        out.write(json.dumps(self.header()) + "\n")
+        self.rec.dump(out)
+
+    @classmethod
+    def load_lines(cls, lines: Iterable[str | bytes]) -> "WatchRecording":
+        it = iter(lines)
+        first = next(it, b"")
+        try:
+            head = json.loads(first)
+            if not isinstance(head, dict) or head.get("record") != "watch":
+                raise ValueError
+        except ValueError:
+            raise ValueError("line 1: not a watch recording (`trace-halfclose watch --record FILE` writes one)") \
+                from None
+        rec = Recording.load_lines(it)
+        keys = ("filter", "t0_ns", "command_pid", "command_status", "stop_reason", "stop_ns")
+        return cls(rec, **{k: head[k] for k in keys if k in head})
+
+    @classmethod
+    def load(cls, path) -> "WatchRecording":
+        with open(path, "rb") as f:
+            return cls.load_lines(f)

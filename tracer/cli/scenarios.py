@@ -1,0 +1,22 @@
+"""`trace-halfclose scenarios`: List the scenarios and what the kernel source predicts."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+
+@click.command()
+def scenarios() -> None:
+    """List the scenarios: what each does and what the kernel source predicts."""
+    from tracer.process.scenarios import SCENARIOS
+
+    for sc in SCENARIOS.values():
+        exp = sc.expected
+        writes = ", ".join("success" if w is None else w for w in exp.writes)
+        click.echo(f"{sc.name}: {sc.title}")
+        click.echo(f"    writes: {writes}" + (f"; read: {exp.read}" if exp.read else "")
+                   + f"; RST from: {' or '.join(exp.rst_from) or 'none'}; SIGPIPE: {exp.sigpipe}")
+        for why in exp.why:
+            click.echo(f"    - {why}")
