@@ -59,80 +59,76 @@ def step_json(s: PathStep) -> dict:
     return d
 
 
+# The sentence for each branch, from the decision's values (formatted by _names).
+_WAIT = "state {state} is not ESTABLISHED/CLOSE_WAIT → sk_stream_wait_connect"
+FUNCTION_WORDS = {
+    Branch.WAIT_SOCK_ERROR: _WAIT + " → sock_error() took sk_err={sk_err} (0 afterwards) → {wait_ret}"
+                                   " → tcp_sendmsg_locked returned {ret}",
+    Branch.WAIT_STATE: _WAIT + " with sk_err 0 → state is not SYN_SENT/SYN_RECV → -EPIPE"
+                              " → tcp_sendmsg_locked returned {ret}",
+    Branch.WAIT_OTHER: _WAIT + " returned {wait_ret} → tcp_sendmsg_locked returned {ret}",
+    Branch.WAIT_NO_RETURN: "state {state} → sk_stream_wait_connect (return not observed)"
+                           " → tcp_sendmsg_locked returned {ret}",
+    Branch.WAIT_UNTRACEABLE: "not observed: in state {state} tcp_sendmsg_locked calls sk_stream_wait_connect, "
+                             "which could not be traced on this kernel → tcp_sendmsg_locked returned {ret}",
+    Branch.QUEUED: "{state} is allowed to send, sk_err 0, send side open (sk_shutdown {sk_shutdown}) → queued → {ret}",
+    Branch.ERR_CHECK: "state {state} is allowed to send, but {why} → "
+                      "`if (sk->sk_err || (sk->sk_shutdown & SEND_SHUTDOWN))` → do_error → {ret}",
+    Branch.NO_WAIT: "state {state}, no sk_stream_wait_connect → {result}",
+}
+INFERRED_WORDS = {
+    Branch.QUEUED: "{state} is allowed to send, sk_err 0, send side open → queued",
+    Branch.WAIT_SOCK_ERROR: "state {state} is not ESTABLISHED/CLOSE_WAIT → sk_stream_wait_connect, whose "
+                            "sock_error() takes sk_err={sk_err}",
+    Branch.WAIT_STATE: "state {state} with sk_err 0 → sk_stream_wait_connect: not SYN_SENT/SYN_RECV → -EPIPE",
+    Branch.ERR_CHECK: "the sk_err/SEND_SHUTDOWN check in tcp_sendmsg_locked → -EPIPE",
+    Branch.UNDECIDED: "not decided: the values do not single out a branch",
+}
+READ_WORDS = {
+    Branch.EOF: "receive side shut by the FIN (sk_shutdown {sk_shutdown}), nothing queued → 0: end of file",
+    Branch.READ_ERROR: "{func} returned {ret} (sk_err {sk_err} at entry)",
+    Branch.READ_DATA: "{bytes} bytes were queued",
+}
+
+
+def _names(v: dict) -> dict:
+    """A decision's values as the sentences name them: EPIPE, -EPIPE, RCV_SHUTDOWN."""
+    out = dict(v)
+    for k in ("sk_err", "sk_err_after"):
+        if k in v:
+            out[k] = err_name(v[k])
+    for k in ("ret", "wait_ret"):
+        if k in v:
+            out[k] = ret_name(v[k])
+    if "sk_shutdown" in v:
+        out["sk_shutdown"] = shutdown_name(v["sk_shutdown"])
+    if "ret" in v:
+        out["bytes"] = v["ret"]
+        out["result"] = out["ret"] if v["ret"] >= 0 else f"tcp_sendmsg_locked returned {out['ret']}"
+    if "sk_err" in v:
+        out["why"] = f"sk_err {out['sk_err']}" if v["sk_err"] else "SEND_SHUTDOWN set"
+    return out
+
+
 def decision(w: IoNote, prefix: bool = True, short: bool = False) -> str:
     """The branch that decided w's result. prefix: keep the leading "inferred: " (the
     console says it in its label instead); short: leave out what was observed."""
-    d, v = w.decision, w.decision.values
-    b = d.branch
+    d, b = w.decision, w.decision.branch
     if b == Branch.NO_EVENTS:
         return f"not observed: the kernel reported nothing for this {w.op}"
     if b == Branch.NO_RETURN:
-        at = v.get("at")
-        what = "tcp_sendmsg_locked's return" if at == "tcp_sendmsg_locked" else f"the {w.op}'s return"
+        what = "tcp_sendmsg_locked's return" if d.values.get("at") == "tcp_sendmsg_locked" else f"the {w.op}'s return"
         return f"not observed: {what} was not seen"
+    names = _names(d.values)
     lead = "inferred: " if d.inferred and prefix else ""
     if w.op == "read":
-        return lead + _read_words(b, v)
+        return lead + READ_WORDS[b].format(**names)
     if d.inferred or b == Branch.UNDECIDED:
-        seen = (f"observed: state {v['state']}, sk_err {err_name(v['sk_err'])} at {syscall(w.call.name)} entry"
-                + (f", sk_err {err_name(v['sk_err_after'])} after" if "sk_err_after" in v else "")
-                + f", returned {ret_name(v['ret'])}")
-        return lead + _inferred_words(b, v) + ("" if short else f" ({seen})")
-    return _function_words(b, v)
-
-
-def _function_words(b: Branch, v: dict) -> str:
-    st, r = v["state"], ret_name(v["ret"])
-    head = f"state {st} is not ESTABLISHED/CLOSE_WAIT → sk_stream_wait_connect"
-    if b == Branch.WAIT_SOCK_ERROR:
-        return (f"{head} → sock_error() took sk_err={err_name(v['sk_err'])} (0 afterwards)"
-                f" → {ret_name(v['wait_ret'])} → tcp_sendmsg_locked returned {r}")
-    if b == Branch.WAIT_STATE:
-        return f"{head} with sk_err 0 → state is not SYN_SENT/SYN_RECV → -EPIPE → tcp_sendmsg_locked returned {r}"
-    if b == Branch.WAIT_OTHER:
-        return f"{head} returned {ret_name(v['wait_ret'])} → tcp_sendmsg_locked returned {r}"
-    if b == Branch.WAIT_NO_RETURN:
-        return f"state {st} → sk_stream_wait_connect (return not observed) → tcp_sendmsg_locked returned {r}"
-    if b == Branch.WAIT_UNTRACEABLE:
-        return (f"not observed: in state {st} tcp_sendmsg_locked calls sk_stream_wait_connect, which could "
-                f"not be traced on this kernel → tcp_sendmsg_locked returned {r}")
-    if b == Branch.QUEUED:
-        return (f"{st} is allowed to send, sk_err 0, send side open "
-                f"(sk_shutdown {shutdown_name(v['sk_shutdown'])}) → queued → {r}")
-    if b == Branch.ERR_CHECK:
-        why = f"sk_err {err_name(v['sk_err'])}" if v["sk_err"] else "SEND_SHUTDOWN set"
-        return (f"state {st} is allowed to send, but {why} → "
-                f"`if (sk->sk_err || (sk->sk_shutdown & SEND_SHUTDOWN))` → do_error → {r}")
-    if b == Branch.NO_WAIT:
-        return f"state {st}, no sk_stream_wait_connect → " + (r if v["ret"] >= 0 else f"tcp_sendmsg_locked returned {r}")
-    raise ValueError(f"no words for a write decided by {b}")
-
-
-def _inferred_words(b: Branch, v: dict) -> str:
-    st = v["state"]
-    if b == Branch.QUEUED:
-        return f"{st} is allowed to send, sk_err 0, send side open → queued"
-    if b == Branch.WAIT_SOCK_ERROR:
-        return (f"state {st} is not ESTABLISHED/CLOSE_WAIT → sk_stream_wait_connect, whose "
-                f"sock_error() takes sk_err={err_name(v['sk_err'])}")
-    if b == Branch.WAIT_STATE:
-        return f"state {st} with sk_err 0 → sk_stream_wait_connect: not SYN_SENT/SYN_RECV → -EPIPE"
-    if b == Branch.ERR_CHECK:
-        return "the sk_err/SEND_SHUTDOWN check in tcp_sendmsg_locked → -EPIPE"
-    if b == Branch.UNDECIDED:
-        return "not decided: the values do not single out a branch"
-    raise ValueError(f"no words for an inferred write decided by {b}")
-
-
-def _read_words(b: Branch, v: dict) -> str:
-    if b == Branch.EOF:
-        return (f"receive side shut by the FIN (sk_shutdown {shutdown_name(v['sk_shutdown'])}), "
-                "nothing queued → 0: end of file")
-    if b == Branch.READ_ERROR:
-        return f"{v['func']} returned {ret_name(v['ret'])} (sk_err {err_name(v['sk_err'])} at entry)"
-    if b == Branch.READ_DATA:
-        return f"{v['ret']} bytes were queued"
-    raise ValueError(f"no words for a read decided by {b}")
+        seen = (f"observed: state {names['state']}, sk_err {names['sk_err']} at {syscall(w.call.name)} entry"
+                + (f", sk_err {names['sk_err_after']} after" if "sk_err_after" in names else "")
+                + f", returned {names['ret']}")
+        return lead + INFERRED_WORDS[b].format(**names) + ("" if short else f" ({seen})")
+    return FUNCTION_WORDS[b].format(**names)
 
 
 def placement(p: Placement | None, call: str = "write") -> str:

@@ -104,7 +104,7 @@ def _epipe_condition(tl: Timeline) -> Verdict:
             ev.append(f"write {w.index}: state {w.state}, sk_err {err_name(w.sk_err)} → sk_stream_wait_connect "
                       f"returned {ret_name(wc.ret)} (sk_err {err_name(wc.values.get('sk_err_after', 0))} after)")
         else:
-            ev.append(f"write {w.index}: no sk_stream_wait_connect; {CallFacts(w)}")
+            ev.append(CallFacts(w, prefix=f"write {w.index}: no sk_stream_wait_connect; "))
     if via_wait:
         ev.append("the -EPIPE came from sk_stream_wait_connect (net/core/stream.c), reached because the state "
                   "was neither ESTABLISHED nor CLOSE_WAIT; the sk_err/SEND_SHUTDOWN check was not reached")
