@@ -87,12 +87,26 @@ def _findings(console: Console, tl: Timeline, title: str | None = None) -> None:
     console.print(table)
 
 
-def _kernel(console: Console, tl: Timeline, n: KernelNote) -> None:
+def _kernel(console: Console, tl: Timeline, n: KernelNote, sides: bool) -> None:
+    """A kernel step; sides: name the socket's side (a watched connection is one socket)."""
+    if not sides:
+        console.print(f"[cyan]{_ms(n.t_ns)}[/]  {n.func}: {escape(n.summary)}{_where(tl, n)}")
+        return
     style = "dim" if n.teardown else SIDE_STYLE.get(n.side, "")
-    where = _where(tl, n)
-    console.print(
-        f"[cyan]{_ms(n.t_ns)}[/]  [{style}]{n.side:<8} {n.func}: {escape(n.summary)}[/]{where}"
-    )
+    console.print(f"[cyan]{_ms(n.t_ns)}[/]  [{style}]{n.side:<8} {n.func}: {escape(n.summary)}[/]{_where(tl, n)}")
+
+
+def _items(console: Console, tl: Timeline, items, sides: bool = True, after_write=lambda w: None) -> None:
+    """The timeline's items in time order (one loop for both modes); after_write(w)
+    adds lines under a write (watch: which call, fd and task)."""
+    for item in items:
+        if isinstance(item, IoNote):
+            _write(console, item)
+            after_write(item)
+        elif isinstance(item, KernelNote):
+            _kernel(console, tl, item, sides)
+        elif isinstance(item, MarkNote):
+            console.print(f"[cyan]{_ms(item.t_ns)}[/]  [blue]user     {escape(item.what)}[/]")
 
 
 def _backend_lines(console: Console, title: str, rec) -> None:
@@ -116,13 +130,7 @@ def timeline(tl: Timeline, console: Console | None = None) -> None:
         style="dim",
     )
     console.print()
-    for item in tl.items:
-        if isinstance(item, IoNote):
-            _write(console, item)
-        elif isinstance(item, KernelNote):
-            _kernel(console, tl, item)
-        elif isinstance(item, MarkNote):
-            console.print(f"[cyan]{_ms(item.t_ns)}[/]  [blue]user     {escape(item.what)}[/]")
+    _items(console, tl, tl.items)
     console.print()
     _findings(console, tl, "What the kernel showed")
 
@@ -253,15 +261,13 @@ def watch_connection(ct, console: Console) -> None:
     console.print()
     console.print(f"[bold]connection #{c.conn}[/]  {_endpoint(ct.laddr, ct.lport)} → "
                   f"{_endpoint(ct.raddr, ct.rport)}  {who}{peer}")
-    for item in ct.items:
-        if isinstance(item, IoNote):
-            _write(console, item)
-            k = ct.call_of(item)
-            call = f"{k.name}(2)" if k.name != UNTRACED_CALL else f"{UNTRACED_CALL} (its caller is not traced)"
-            console.print(f"{'':14}[dim]{call} on fd {_fd(k.fd)} by "
-                          f"{escape(k.comm)} (pid {k.pid})[/]")
-        elif isinstance(item, KernelNote):
-            console.print(f"[cyan]{_ms(item.t_ns)}[/]  {item.func}: {escape(item.summary)}{_where(ct.timeline, item)}")
+
+    def by_whom(w: IoNote) -> None:
+        k = ct.call_of(w)
+        call = f"{k.name}(2)" if k.name != UNTRACED_CALL else f"{UNTRACED_CALL} (its caller is not traced)"
+        console.print(f"{'':14}[dim]{call} on fd {_fd(k.fd)} by {escape(k.comm)} (pid {k.pid})[/]")
+
+    _items(console, ct.timeline, ct.items, sides=False, after_write=by_whom)
     for k in ct.calls:
         if k.ret is None:
             console.print(f"[cyan]{_ms(k.t_start_ns - ct.timeline.t0_ns)}[/]  {k.name} on fd {_fd(k.fd)}: "
