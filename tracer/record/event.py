@@ -177,7 +177,7 @@ class Event:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name in RAW_FIELDS}
         for raw, named in KIND_FIELDS.get(self.kind, {}).items():
             value = getattr(self, named)
-            d[raw] = _CALL_NUMBER.get(value, 0) if named == "call" else value
+            d[raw] = _call_number(value) if named == "call" else value
         d["kind"] = self.kind.name
         d["sk"] = f"{self.sk:#x}"
         return d
@@ -194,6 +194,11 @@ class Event:
 
 RAW_FIELDS = tuple(name for name, _ in RawEvent._fields_)
 _CALL_NUMBER = {name: num for num, name in CALLS.items()}
+
+
+def _call_number(name: str) -> int:
+    """HC_CALL_* of a decoded call; a number the tool did not know stays that number."""
+    return _CALL_NUMBER[name] if name in _CALL_NUMBER else int(name)
 
 
 def _named(raw: dict) -> Event:
