@@ -1,8 +1,6 @@
 """`trace-halfclose replay`: Annotate a recording again (no root, no BPF)."""
 from __future__ import annotations
 
-import sys
-
 import click
 
 from tracer.errors import UserError
@@ -15,12 +13,13 @@ from tracer.cli.common import fail, show
 @click.option("--check", is_flag=True, help="Exit status 1 unless everything is as the source reading expects.")
 def replay(recording, as_json, check) -> None:
     """Annotate a recording saved with --record (no root, no BPF needed)."""
-    from tracer.record.recording import Recording
+    from tracer.record.recording import Recording, WatchRecordingGiven
 
     try:
         recs = Recording.load_all(recording)
+    except WatchRecordingGiven as exc:
+        fail(UserError(f"cannot read {recording}: {exc}",
+                       "a watch recording is replayed with `trace-halfclose watch --replay FILE`"))
     except (OSError, ValueError) as exc:
-        hint = ("a watch recording is replayed with `trace-halfclose watch --replay FILE`"
-                if "'watch'" in str(exc) else "give a file written by `trace-halfclose --record`")
-        fail(UserError(f"cannot read {recording}: {exc}", hint))
+        fail(UserError(f"cannot read {recording}: {exc}", "give a file written by `trace-halfclose --record`"))
     show(recs, as_json, check)

@@ -1,10 +1,7 @@
 """`trace-halfclose scenarios`: List the scenarios and what the kernel source predicts."""
 from __future__ import annotations
 
-import sys
-
 import click
-
 
 
 @click.command()

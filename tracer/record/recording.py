@@ -16,6 +16,10 @@ from typing import IO, Iterable
 from tracer.record.event import Event
 
 
+class WatchRecordingGiven(ValueError):
+    """A watch's recording where a reproduction's was expected (`watch --replay` reads it)."""
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """One write(2) as the client saw it; times are CLOCK_MONOTONIC ns."""
@@ -110,8 +114,13 @@ class Recording:
                     rec.reads.append(WriteResult(**d))
                 elif kind == "event":
                     rec.events.append(Event.from_json(d))
+                elif kind == "watch":
+                    raise WatchRecordingGiven(f"line {n}: not a trace-halfclose recording line "
+                                              f"(unknown record type {kind!r})")
                 else:
                     raise ValueError(f"unknown record type {kind!r}")
+            except WatchRecordingGiven:
+                raise
             except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
                 raise ValueError(f"line {n}: not a trace-halfclose recording line ({exc})") from None
         if not seen_meta:
