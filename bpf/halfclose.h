@@ -1,5 +1,5 @@
 /* halfclose.h: the one event layout shared by every BPF program in bpf/ and
- * mirrored once in tracer/events.py (ctypes). tests/unit/test_events.py
+ * mirrored once in tracer/record/event.py (ctypes). tests/unit/test_events.py
  * parses this file and fails if the mirror drifts.
  *
  * Widest fields first, so the struct has no hidden padding (80 bytes).
@@ -37,8 +37,8 @@ enum hc_kind {
 	HC_SIGNAL = 25,              /* signal:signal_generate for the client; value = signal, fd = result */
 	HC_READ_ENTER = 26,          /* syscalls:sys_enter_read; fd, socket fields via the fd */
 	HC_READ_EXIT = 27,           /* syscalls:sys_exit_read; fd, value = ret */
-	/* 30..39: watch mode (trace-halfclose watch, the HC_WATCH section of
-	 * halfclose.bpf.c). old_state of WATCH_CALL_* is the call: HC_CALL_*. */
+	/* 30..39: watch mode (trace-halfclose watch, bpf/watch/). old_state of
+	 * WATCH_CALL_* is the call: HC_CALL_*. */
 	HC_WATCH_CALL_ENTER = 30,    /* watch_call entry: a write-like call on a watched socket; fd, value = bytes asked (-1 unknown) */
 	HC_WATCH_CALL_EXIT = 31,     /* watch_call exit: that call's result; fd, value = its return value */
 	HC_WATCH_ADDR = 32,          /* watch_join: a socket joined the watch; old_state = family, value = 8 address bytes, fd = which 8 */

@@ -4,16 +4,17 @@
  * Why no <net/sock.h>: the installed headers may belong to another kernel
  * (on a microVM running 6.18 only 6.1 headers exist) and Debian 12's bcc 0.26
  * cannot compile <net/sock.h> from 6.12. So every field is read at a byte
- * offset that tracer/offsets.py took from the running kernel's BTF and passed
+ * offset that tracer/kernel/offsets.py took from the running kernel's BTF and passed
  * in as a -D macro:
  *   OFF_SKC_STATE, OFF_SK_ERR, OFF_SKC_NUM, OFF_SKC_DPORT, OFF_SKC_NET,
  *   OFF_NET_INUM, and OFF_SK_SHUTDOWN with SK_SHUTDOWN_SHIFT/SK_SHUTDOWN_MASK
  *   (sk_shutdown was a 2-bit bitfield before it became a u8); for packets
  *   OFF_SKB_HEAD, OFF_SKB_NETWORK_HEADER, OFF_SKB_DEV, OFF_DEV_NET, and
- *   OFF_TW_SUBSTATE for a timewait socket (tracer/offsets.py lists them all).
+ *   OFF_TW_SUBSTATE for a timewait socket (tracer/kernel/offsets.py lists them all).
  *
- * No maps here: bcc rewrites map calls (map.lookup()) only in the main
- * source file, so the filter and the ring buffer live there.
+ * No maps here: bcc rewrites map calls (map.lookup()) only in its main
+ * source text, so the filters and the ring buffer live in the parts that
+ * tracer/collect/sources.py joins into it (common.bpf.c, <mode>/common.bpf.c).
  */
 #ifndef SOCK_READ_H
 #define SOCK_READ_H

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tracer.collect.runner import load_first, prepare, reproduction_session  # noqa: E402
+from tracer.collect.prepare import load_first, prepare  # noqa: E402
 
 PAYLOAD = b"x" * 64
 
@@ -76,8 +76,8 @@ def main() -> int:
     base = per_write_us(args.writes)
     print(f"  baseline              {base:6.2f} µs/write")
 
-    plans, skipped, btf, _ = prepare(args.backend)
-    session, plan = load_first(plans, reproduction_session(btf), skipped, lambda _msg: None)
+    plans, skipped, btf, _ = prepare("repro", args.backend)
+    session, plan = load_first(plans, skipped, btf, lambda _msg: None)
     try:
         session.trace_netns(1)  # no namespace has inode 1: every hook fires and filters out
         session.trace_client(1, 1)

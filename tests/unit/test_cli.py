@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tracer.collect import sources
 from tracer.kernel import support as kernel_support
 from tracer.cli import main
 
@@ -171,16 +172,29 @@ def test_bad_option_value_subprocess_has_no_traceback():
     assert "Traceback" not in p.stderr and "--writes" in p.stderr
 
 
+def _assert_prints_the_joined_text(out: str) -> None:
+    m = re.search(r"BPF programs of mode repro, (\w+) backend", out)
+    assert m, out[:500]
+    for part in sources.parts("repro", m.group(1)):  # the BPF C that would be loaded, verbatim, file by file
+        assert f'#line 1 "bpf/{part}"\n' + (ROOT / "bpf" / part).read_text() in out, part
+    assert '#include "sock_read.h"' in out  # which includes bpf/halfclose.h, the event layout
+
+
 def test_ebpf_prints_the_bpf_program_without_root():
     # bcc tools' --ebpf convention: print the program and exit, no privileges needed.
     r = invoke(["--ebpf"])
     assert r.exit_code == 0, r.output
     assert r.exception is None, repr(r.exception)
-    assert "struct hc_event" in r.stdout
-    programs = sorted((ROOT / "bpf").glob("*.bpf.c"))
-    assert programs
-    for prog in programs:  # the BPF C that would be loaded, verbatim
-        assert prog.read_text().strip() in r.stdout, prog.name
+    _assert_prints_the_joined_text(r.stdout)
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="needs setpriv to drop root")
+def test_ebpf_as_a_normal_user_says_which_backend_it_shows():
+    p = run_exe(["--ebpf"], user="nobody")
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    _assert_prints_the_joined_text(p.stdout)
+    if os.geteuid() == 0:  # dropped to nobody: tracefs (mode 0700) cannot be read
+        assert "could not be inspected" in p.stdout and "shown: the kprobe backend" in p.stdout
 
 
 # --- run: privilege and kernel checks -------------------------------------------
@@ -202,14 +216,17 @@ def test_run_as_non_root_says_root_is_needed():
 def kernel_without_kprobes(monkeypatch, tmp_path):
     """Root, tracefs, headers and BTF as on a good machine, but kprobes_available() False
     (tracefs has no kprobe_events: CONFIG_KPROBES or CONFIG_KPROBE_EVENTS off)."""
-    import tracer.collect.runner as collect
-    import tracer.collect.bpf as probes
+    import types
 
-    monkeypatch.setattr(collect, "require_root", lambda: None)  # pass the root check as root would
-    monkeypatch.setattr(collect, "ensure_tracefs", lambda *a, **k: tmp_path)
-    monkeypatch.setattr(collect, "headers_dir", lambda *a, **k: tmp_path)
-    monkeypatch.setattr(collect, "load_btf", lambda: None)
-    monkeypatch.setattr(collect, "kprobes_available", lambda tracefs: False)
+    import tracer.collect.bpf as probes
+    import tracer.collect.prepare as prepare
+    import tracer.kernel.view as kernel_view
+
+    monkeypatch.setattr(prepare, "require_root", lambda: None)  # pass the root check as root would
+    monkeypatch.setattr(prepare, "ensure_tracefs", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(prepare, "headers_dir", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(prepare, "load_btf", lambda: types.SimpleNamespace(func_exists=lambda name: True))
+    monkeypatch.setattr(kernel_view, "kprobes_available", lambda tracefs: False)
 
     def no_bcc(*a, **k):
         raise AssertionError("bcc must not be reached when the kernel cannot be traced")
@@ -230,9 +247,9 @@ def test_run_kprobe_backend_without_kprobes_names_the_vm_remedy(kernel_without_k
 
 def test_run_auto_with_no_usable_backend_fails_cleanly(kernel_without_kprobes, monkeypatch):
     # No kprobes, no BTF file, no tracepoints (tracefs is an empty tmp dir): nothing can trace.
-    import tracer.collect.runner as collect
+    import tracer.kernel.view as kernel_view
 
-    monkeypatch.setattr(collect, "BTF_PATH", Path("/nonexistent/btf/vmlinux"))
+    monkeypatch.setattr(kernel_view, "BTF_PATH", Path("/nonexistent/btf/vmlinux"))
     r = invoke(["run"])
     assert_clean_failure(r, code=2)
     err = flat(r.stderr)

@@ -10,7 +10,10 @@ import struct
 import pytest
 
 from tracer.record import event as events
-from tracer.record.event import HEADER, Event, Kind, RawEvent, decode, decode_bytes
+from tracer.collect.sources import bpf_dir
+from tracer.record.event import Event, Kind, RawEvent, decode, decode_bytes
+
+HEADER = bpf_dir() / "halfclose.h"  # the one event layout
 
 # C type -> (size in bytes, signed). Linux uapi: include/uapi/asm-generic/int-ll64.h.
 C_TYPES = {

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from tracer.display import words
-from tracer.record.event import BPF_DIR, Kind
+from tracer.collect.sources import bpf_dir
+from tracer.record.event import Kind
 from tracer.record.recording import Recording
 from tracer.display.words import command_end
 from tracer.process.connections import Grouper, WatchRecording, calls_of, connections, group
@@ -61,7 +62,7 @@ def with_events(wrec: WatchRecording, events) -> WatchRecording:
 
 
 def test_calls_mirror_the_bpf_defines():
-    source = (BPF_DIR / "halfclose.bpf.c").read_text()
+    source = (bpf_dir() / "watch" / "common.bpf.c").read_text()
     defined = {int(v): k.lower() for k, v in re.findall(r"#define HC_CALL_(\w+) (\d+)", source)}
     assert defined == CALLS
 

@@ -1,5 +1,5 @@
-"""Watch mode's probe plan (tracer/probe_plan.py watch_plan) against hand-written
-kernels, and its program names against bpf/halfclose.bpf.c's HC_WATCH section.
+"""Watch mode's probe plan (tracer/collect/plan.py, the rows that serve watch) against
+hand-written kernels, and its program names against the watch's BPF texts (bpf/watch/).
 
 Kernel facts used: write(2) reaches ksys_write, send/sendto(2) __sys_sendto,
 sendmsg(2) __sys_sendmsg (net/socket.c) and writev(2) do_writev
@@ -8,78 +8,69 @@ sendmsg(2) __sys_sendmsg (net/socket.c) and writev(2) do_writev
 syscalls:sys_{enter,exit}_<call> (SYSCALL_DEFINE).
 """
 import re
-from pathlib import Path
 
 import pytest
 
 from tracer.errors import UserError
-from tracer.collect.plan import (DESTROY_TP, EXIT_TP, FUNCTIONS, NEWTASK_TP, STATE_TP, TRACEPOINTS, WATCH_CALLS,
-                               WATCH_FUNCS, WATCH_SYS_EXIT, WATCH_TP_EVENTS, KernelView, watch_candidates, watch_plan,
-                               plan_for)
+from tracer.collect import sources
+from tracer.collect.plan import (BACKENDS, CALLS, DESTROY_TP, EXIT_TP, EXPLICIT, NEWTASK_TP, STATE_TP, candidates,
+                                 function_targets, plan_for, tracepoint_targets)
+from tracer.kernel.view import KernelView
 
-BPF_SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "halfclose.bpf.c"
-CALL_FUNCS = frozenset(c.func for c in WATCH_CALLS)
-ALL_FUNCS = frozenset(p.func for p in FUNCTIONS) | CALL_FUNCS
-ALL_TPS = (frozenset(tp for tp, _ in TRACEPOINTS) | frozenset(tp for tp, _ in WATCH_TP_EVENTS)
-           | {DESTROY_TP, NEWTASK_TP, EXIT_TP} | {tp for c in WATCH_CALLS for tp in c.tracepoints})
-
-
-def view(functions=ALL_FUNCS, tracepoints=ALL_TPS, kprobes=True, btf=True) -> KernelView:
-    return KernelView(kprobes=kprobes, btf=btf, functions=frozenset(functions), tracepoints=frozenset(tracepoints))
-
-
-def plan(backend, v=None, follow=False, by_pid=False, btf_funcs=None):
-    v = v or view()
-    return watch_plan(plan_for(backend, v), v, follow, by_pid, btf_funcs)
+# The write path's functions watch probes (kprobe, fentry), and where each write-like call has its fd.
+WATCH_FUNCS = ("tcp_sendmsg_locked", "sk_stream_wait_connect", "sk_stream_error", "tcp_reset",
+               "tcp_done_with_error", "tcp_done", "tcp_fin")
+CALL_FUNCS = frozenset(func for func, _ in CALLS)
+CALL_TPS = {call: (f"syscalls:sys_enter_{call}", f"syscalls:sys_exit_{call}") for _, call in CALLS}
+ALL_FUNCS = frozenset(function_targets())
+ALL_TPS = frozenset(tracepoint_targets())
 
 
-def section(macro: str) -> str:
-    text = BPF_SOURCE.read_text()
-    m = re.search(r"#if defined\(%s\)(.*?)#endif /\* %s \*/" % (macro, macro), text, re.S)
-    assert m, macro
-    return m.group(1)
+def view(functions=ALL_FUNCS, tracepoints=ALL_TPS, kprobes=True, btf=True, btf_functions=None) -> KernelView:
+    return KernelView(kprobes=kprobes, btf=btf, functions=frozenset(functions), tracepoints=frozenset(tracepoints),
+                      btf_functions=btf_functions)
 
 
-@pytest.mark.parametrize("backend", ["kprobe", "fentry", "tracepoint"])
-def test_defines_select_the_watch_section_only(backend):
-    flags = plan(backend).defines()
-    assert "-DHC_WATCH" in flags
-    # These sections define programs on the same hooks (TRACEPOINT_PROBE, KFUNC_PROBE): never together.
-    assert not {"-DHC_FENTRY", "-DHC_TRACEPOINTS", "-DHC_STATE_TRACEPOINT"} & set(flags)
-    expected = {"kprobe": "-DHC_WATCH_KPROBE", "fentry": "-DHC_WATCH_FENTRY", "tracepoint": "-DHC_WATCH_TRACEPOINTS"}
-    assert expected[backend] in flags
-    # kprobe and fentry report returns through the kprobe section's `entered` map.
-    assert ("-DHC_KPROBE" in flags) == (backend != "tracepoint")
+def plan(backend, v=None, follow=False, by_pid=False):
+    return plan_for("watch", backend, v or view(), follow=follow, by_pid=by_pid)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_watch_texts_join_the_watch_parts_only(backend):
+    parts = sources.parts("watch", backend)
+    # The reproduction's parts define programs on the same hooks (TRACEPOINT_PROBE, KFUNC_PROBE): never together.
+    assert not [p for p in parts if p.startswith("repro/")]
+    assert f"watch/{backend}.bpf.c" in parts and "watch/common.bpf.c" in parts
+    # kprobe and fentry report returns through the stash of the socket their entry saw.
+    assert ("shared/stash.bpf.c" in parts) == (backend != "tracepoint")
 
 
 def test_kprobe_programs_exist_in_the_bpf_source():
     """attach_kprobe(fn_name=...) fails at run time if a program is missing."""
     p = plan("kprobe")
-    watch = set(re.findall(r"^int\s+(watch_\w+)\s*\(\s*struct\s+pt_regs\s*\*", section("HC_WATCH_KPROBE"), re.M))
-    kprobe = set(re.findall(r"^int\s+(\w+)\s*\(\s*struct\s+pt_regs\s*\*", section("HC_KPROBE"), re.M))
-    assert {f.func for f in p.functions} == set(WATCH_FUNCS)
-    for f in p.functions:
-        assert f.entry in watch, f.entry
-        assert f.ret is None or f.ret in kprobe, f.ret
-    for c in p.calls:
-        assert c.entry in watch and c.ret in watch, c
+    defined = set(re.findall(r"^int\s+(\w+)\s*\(\s*struct\s+pt_regs\s*\*", sources.joined("watch", "kprobe"), re.M))
+    assert set(p.functions) == set(WATCH_FUNCS) | CALL_FUNCS
+    for probe in p.probes:
+        if probe.is_function:
+            assert probe.hook in ("kprobe", "kretprobe") and probe.program in defined, probe
 
 
 def test_fentry_programs_exist_for_each_call_under_its_have_macro():
-    body = section("HC_WATCH_FENTRY")
-    for c in WATCH_CALLS:
-        m = re.search(r"#ifdef HAVE_%s\n(.*?)#endif" % re.escape(c.func), body, re.S)
-        assert m, c.func
-        assert f"KFUNC_PROBE({c.func}," in m.group(1) and f"KRETFUNC_PROBE({c.func}," in m.group(1)
-    assert all(f"-DHAVE_{c.func}" in plan("fentry").defines() for c in WATCH_CALLS)
+    body = (sources.bpf_dir() / "watch/fentry.bpf.c").read_text()
+    for func in CALL_FUNCS:
+        m = re.search(r"#ifdef HAVE_%s\n(.*?)#endif" % re.escape(func), body, re.S)
+        assert m, func
+        assert f"KFUNC_PROBE({func}," in m.group(1) and f"KRETFUNC_PROBE({func}," in m.group(1)
+    assert all(f"-DHAVE_{func}" in plan("fentry").defines() for func in CALL_FUNCS)
 
 
 def test_tracepoint_programs_exist():
-    body = section("HC_WATCH_TRACEPOINTS")
+    body = sources.joined("watch", "tracepoint")
     defined = set(re.findall(r"^int\s+(\w+)\s*\(\s*struct\s+hc_sys_(?:enter|exit)_args\s*\*", body, re.M))
-    for c in plan("tracepoint").calls:
-        assert c.tp_entry in defined
-    assert WATCH_SYS_EXIT in defined
+    attached = plan("tracepoint").attached_at(EXPLICIT)
+    assert {p.target for p in attached} == {tp for pair in CALL_TPS.values() for tp in pair}
+    for p in attached:
+        assert p.program in defined, p
 
 
 def test_all_present_attaches_calls_and_misses_nothing():
@@ -87,8 +78,8 @@ def test_all_present_attaches_calls_and_misses_nothing():
         p = plan(backend, follow=True, by_pid=True)
         names = p.attached_names()
         on, off = ("kprobe", "kretprobe") if backend == "kprobe" else ("fentry", "fexit")
-        for c in WATCH_CALLS:
-            assert f"{on}:{c.func}" in names and f"{off}:{c.func}" in names
+        for func in CALL_FUNCS:
+            assert f"{on}:{func}" in names and f"{off}:{func}" in names
         assert f"tracepoint:{STATE_TP}" in names and f"tracepoint:{NEWTASK_TP}" in names
         assert p.missing == ()
 
@@ -96,28 +87,31 @@ def test_all_present_attaches_calls_and_misses_nothing():
 def test_tracepoint_backend_uses_the_syscall_tracepoints():
     p = plan("tracepoint")
     names = p.attached_names()
-    for c in WATCH_CALLS:
-        assert all(f"tracepoint:{tp}" in names for tp in c.tracepoints)
+    for pair in CALL_TPS.values():
+        assert all(f"tracepoint:{tp}" in names for tp in pair)
     assert "tracepoint:tcp:tcp_receive_reset" in names and p.functions == ()
 
 
 def test_missing_call_functions_are_listed_not_fatal():
     p = plan("kprobe", view(functions=ALL_FUNCS - {"do_writev"}))
-    assert "do_writev" in p.missing and [c.call for c in p.calls] == ["write", "sendto", "sendmsg"]
+    assert "do_writev" in p.missing and [f for f in p.functions if f in CALL_FUNCS] == [
+        "ksys_write", "__sys_sendto", "__sys_sendmsg"]
+    # A call is followed only with both its tracepoints: both are then listed as missing.
     t = plan("tracepoint", view(tracepoints=ALL_TPS - {"syscalls:sys_exit_writev"}))
-    assert "writev" not in [c.call for c in t.calls] and "syscalls:sys_enter_writev" in t.missing
+    assert not set(CALL_TPS["writev"]) & set(t.tracepoints) and "syscalls:sys_enter_writev" in t.missing
 
 
 def test_fentry_needs_btf_for_a_call_function():
     funcs = frozenset(ALL_FUNCS - {"do_writev"})
-    assert "do_writev" not in [c.func for c in plan("fentry", btf_funcs=funcs).calls]
-    assert "do_writev" in [c.func for c in plan("kprobe", btf_funcs=funcs).calls]
+    assert "do_writev" not in plan("fentry", view(btf_functions=funcs)).functions
+    assert "do_writev" in plan("kprobe", view(btf_functions=funcs)).functions
 
 
 def test_filter_decides_the_process_tracepoints():
     assert f"tracepoint:{NEWTASK_TP}" not in plan("kprobe").attached_names()
     assert f"tracepoint:{EXIT_TP}" in plan("kprobe", by_pid=True).attached_names()
     assert f"-DHAVE_{NEWTASK_TP.split(':')[1]}" in plan("kprobe", follow=True).defines()
+    assert f"tracepoint:{DESTROY_TP}" in plan("tracepoint").attached_names()
 
 
 def test_errors():
@@ -129,6 +123,6 @@ def test_errors():
 
 
 def test_auto_chooses_as_the_reproduction_does():
-    plans, skipped = watch_candidates("auto", view(kprobes=False), follow=False, by_pid=False)
+    plans, skipped = candidates("watch", "auto", view(kprobes=False))
     assert [p.backend for p in plans] == ["fentry", "tracepoint"]
     assert skipped[0].startswith("kprobe: this kernel has no kprobes")

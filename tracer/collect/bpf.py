@@ -1,6 +1,10 @@
-"""Collection: load bpf/halfclose.bpf.c with bcc, attach the planned probes, stream events.
+"""Collection: compile a plan's BPF text with bcc, attach its probes, stream events.
 
-The only module that imports bcc. Everything it hands on is an Event.
+The only module that imports bcc (Debian's python3-bpfcc, never the PyPI
+"bcc"), and only inside its functions, so importing this module needs no bcc.
+Everything it hands on is an Event. One BpfSession serves both modes: what
+differs (the text, the programs, when each is attached) comes from the Plan's
+rows (tracer/collect/plan.py).
 """
 from __future__ import annotations
 
@@ -9,12 +13,13 @@ import ctypes
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 from tracer.errors import UserError
-from tracer.record.event import BPF_DIR, Event, RawEvent, decode
-from tracer.collect.plan import CLIENT_IO_TPS, Plan
-
-SOURCE = BPF_DIR / "halfclose.bpf.c"
+from tracer.kernel.names import TASK_COMM_LEN
+from tracer.record.event import Event, RawEvent, decode
+from tracer.collect.plan import CLIENT_IO, EXPLICIT, Plan, Probe
+from tracer.collect.sources import compile_flags, program_text
 
 
 class BackendUnavailable(UserError):
@@ -33,6 +38,15 @@ def import_bcc():
     return bcc
 
 
+def bcc_status() -> tuple[bool, str]:
+    """Whether bcc imports here, and its version and place (or the import error), for the doctor."""
+    try:
+        import bcc
+    except ImportError as exc:
+        return False, str(exc)
+    return True, f"bcc {getattr(bcc, '__version__', '?')} from {Path(bcc.__file__).parent}"
+
+
 @contextlib.contextmanager
 def _stderr_to(box: list[str]):
     """bcc's compiler and verifier write to fd 2: keep it, to show only when loading fails."""
@@ -48,77 +62,97 @@ def _stderr_to(box: list[str]):
             box.append(tmp.read().decode(errors="replace"))
 
 
-def compile_flags(plan: Plan, offsets: list[str]) -> list[str]:
-    return [f"-I{BPF_DIR}", *offsets, *plan.defines()]
+def _last_lines(box: list[str], n: int) -> list[str]:
+    return [line for line in "".join(box).strip().splitlines() if line.strip()][-n:]
+
+
+FENTRY_TRIAL = "KFUNC_PROBE(tcp_done, void *sk) { return 0; }"
+
+
+def fentry_trial() -> tuple[bool, str]:
+    """Load and attach a minimal fentry program on tcp_done: only the kernel can say
+    whether it accepts one (the 6.18 microVMs refuse with EPERM). Needs root and bcc."""
+    bcc = import_bcc()
+    box: list[str] = []
+    try:
+        with _stderr_to(box):
+            b = bcc.BPF(text=FENTRY_TRIAL)
+    except Exception as exc:  # bcc raises plain Exception
+        last = _last_lines(box, 1)
+        return False, f"refused: {exc}" + (f" ({last[0]})" if last else "")
+    b.cleanup()
+    return True, "a test fentry program on tcp_done loaded and attached"
 
 
 class BpfSession:
-    """One loaded BPF object; close() detaches everything it attached."""
+    """One loaded BPF text for a plan; close() detaches everything it attached.
+    extra_cflags: the struct offsets, and the watch's filter constants."""
 
-    def __init__(self, plan: Plan, offsets: list[str]):
+    def __init__(self, plan: Plan, extra_cflags: list[str] | tuple[str, ...] = ()):
         self.plan = plan
-        self.cflags = compile_flags(plan, offsets)
+        self.cflags = compile_flags(plan.defines(), extra_cflags)
+        self.text = program_text(plan.mode, plan.backend, self.cflags)
         self.bpf = None
         self._pending: list[Event] = []
-        self._io_tps: list[str] = []
+        self._io: list[Probe] = []
 
     def load(self) -> None:
+        """Compile (bcc attaches the KFUNC_PROBE and TRACEPOINT_PROBE programs here),
+        attach the plan's EXPLICIT rows, open the ring buffer."""
         bcc = import_bcc()
         stderr: list[str] = []
+        what = f"the {self.plan.mode} programs ({self.plan.backend} backend)"
         try:
             with _stderr_to(stderr):
-                # fentry programs and TRACEPOINT_PROBEs are attached by bcc here, at load.
-                self.bpf = bcc.BPF(src_file=str(SOURCE).encode(), cflags=self.cflags)
+                self.bpf = bcc.BPF(text=self.text.encode(), cflags=self.cflags)
         except Exception as exc:  # bcc raises plain Exception
-            detail = " | ".join(line for line in "".join(stderr).strip().splitlines()[-3:] if line)
+            errors = [line for line in "".join(stderr).splitlines() if ": error:" in line]
+            detail = " | ".join(errors[:3] or _last_lines(stderr, 3))  # errors name bpf/<file>:<line> (#line)
             msg = f"{exc}; {detail}" if detail else str(exc)
             if "compile" in str(exc):
                 raise UserError(
-                    f"bcc could not compile {SOURCE.name}: {msg}",
+                    f"bcc could not compile {what}: {msg}",
                     "install kernel headers for this kernel (linux-headers-$(uname -r)); "
                     "`trace-halfclose doctor` checks them",
                 ) from None
             if self.plan.backend == "fentry":  # e.g. EPERM where trampolines are not allowed
                 raise BackendUnavailable(f"the kernel refused the fentry/fexit programs: {msg}") from None
             raise UserError(f"the kernel refused the BPF programs: {msg}", "run `trace-halfclose doctor`") from None
-        try:
-            if "tcp:tcp_send_reset" in self.plan.tracepoints and self.plan.backend == "tracepoint":
-                self.bpf.attach_tracepoint(tp=b"tcp:tcp_send_reset", fn_name=b"send_reset_tp")
-            if self.plan.backend == "kprobe":
-                for p in self.plan.functions:
-                    self.bpf.attach_kprobe(event=p.func.encode(), fn_name=p.entry.encode())
-                    if p.ret:
-                        self.bpf.attach_kretprobe(event=p.func.encode(), fn_name=p.ret.encode())
-        except Exception as exc:
-            self.close()
-            raise BackendUnavailable(f"attaching kprobes failed: {exc}") from None
+        for probe in self.plan.attached_at(EXPLICIT):
+            try:
+                self._attach(probe)
+            except Exception as exc:  # bcc raises plain Exception
+                self.close()
+                raise BackendUnavailable(f"attaching {probe.name} failed: {exc}") from None
         self.bpf["events"].open_ring_buffer(self._on_event)
+
+    def _attach(self, probe: Probe) -> None:
+        target, program = probe.target.encode(), probe.program.encode()
+        if probe.hook == "kprobe":
+            self.bpf.attach_kprobe(event=target, fn_name=program)
+        elif probe.hook == "kretprobe":
+            self.bpf.attach_kretprobe(event=target, fn_name=program)
+        elif probe.hook == "tracepoint":
+            self.bpf.attach_tracepoint(tp=target, fn_name=program)
+        else:
+            raise ValueError(f"{probe.name}: bcc attaches {probe.hook} programs at load, not after")
 
     def _on_event(self, _ctx, data, _size) -> None:
         self._pending.append(decode(ctypes.cast(data, ctypes.POINTER(RawEvent)).contents))
 
-    def _set(self, table: str, value: int) -> None:
-        self.bpf[table][ctypes.c_int(0)] = ctypes.c_uint32(value)
-
-    def trace_netns(self, inum: int) -> None:
-        self._set("target_netns", inum)
-
-    def trace_client(self, pid: int, server_port: int) -> None:
-        self._set("target_pid", pid)
-        self._set("target_port", server_port)
-
     def begin_client_io(self) -> None:
-        """The read/write syscall tracepoints, only while the client does I/O (tracepoint backend)."""
-        if self.plan.backend == "tracepoint" and not self._io_tps:
-            for tp, fn in CLIENT_IO_TPS:
-                if tp in self.plan.tracepoints:
-                    self.bpf.attach_tracepoint(tp=tp.encode(), fn_name=fn.encode())
-                    self._io_tps.append(tp)
+        """The syscall tracepoints of the plan's CLIENT_IO rows, only while the client does I/O:
+        an enabled syscall tracepoint slows every syscall of the machine (syscall_regfunc,
+        kernel/tracepoint.c)."""
+        if not self._io:
+            for probe in self.plan.attached_at(CLIENT_IO):
+                self._attach(probe)
+                self._io.append(probe)
 
     def end_client_io(self) -> None:
-        for tp in self._io_tps:
-            self.bpf.detach_tracepoint(tp=tp.encode())
-        self._io_tps = []
+        for probe in self._io:
+            self.bpf.detach_tracepoint(tp=probe.target.encode())
+        self._io = []
 
     def poll(self, timeout_ms: int = 0) -> list[Event]:
         self.bpf.ring_buffer_poll(timeout_ms)
@@ -133,3 +167,32 @@ class BpfSession:
             self.end_client_io()
             self.bpf.cleanup()
             self.bpf = None
+
+    # --- the reproduction's filter (bpf/repro/common.bpf.c) ---
+
+    def _set(self, table: str, value: int) -> None:
+        self.bpf[table][ctypes.c_int(0)] = ctypes.c_uint32(value)
+
+    def trace_netns(self, inum: int) -> None:
+        self._set("target_netns", inum)
+
+    def trace_client(self, pid: int, server_port: int) -> None:
+        self._set("target_pid", pid)
+        self._set("target_port", server_port)
+
+    # --- the watch's filter (bpf/watch/common.bpf.c) ---
+
+    def watch_pid(self, pid: int) -> None:
+        self.bpf["watch_pids"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+
+    def watched_pids(self) -> list[int]:
+        return [k.value for k in self.bpf["watch_pids"].keys()]
+
+    def watch_comm(self, comm: str) -> None:
+        table = self.bpf["watch_comm"]
+        leaf = table.Leaf()
+        leaf.c = comm.encode()[:TASK_COMM_LEN - 1]
+        table[ctypes.c_int(0)] = leaf
+
+    def set_launcher(self, tgid: int) -> None:
+        self._set("watch_launcher", tgid)

@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tracer.kernel.support import find_tracefs, headers_dir, kernel_functions, kprobes_available, tracepoint_exists
-from tracer.collect.plan import FUNCTIONS, TRACEPOINTS
+from tracer.kernel.view import BTF_PATH
+from tracer.collect.bpf import bcc_status, fentry_trial
+from tracer.collect.plan import BACKEND, OPTIONAL, by_target, functions_of, rows
 
 
 @dataclass(frozen=True)
@@ -26,34 +28,6 @@ class Check:
         return {"type": "check", **asdict(self)}
 
 
-def _bcc() -> tuple[bool, str]:
-    try:
-        import bcc  # noqa: F401
-
-        return True, f"bcc {getattr(bcc, '__version__', '?')} from {Path(bcc.__file__).parent}"
-    except ImportError as exc:
-        return False, str(exc)
-
-
-FENTRY_PROBE = "KFUNC_PROBE(tcp_done, void *sk) { return 0; }"
-
-
-def _fentry_trial() -> tuple[bool, str]:
-    """Load and attach a minimal fentry program on tcp_done."""
-    from tracer.collect.bpf import _stderr_to, import_bcc
-
-    bcc = import_bcc()
-    box: list[str] = []
-    try:
-        with _stderr_to(box):
-            b = bcc.BPF(text=FENTRY_PROBE)
-        b.cleanup()
-        return True, "a test fentry program on tcp_done loaded and attached"
-    except Exception as exc:
-        last = [line for line in "".join(box).splitlines() if line.strip()][-1:]
-        return False, f"refused: {exc}" + (f" ({last[0]})" if last else "")
-
-
 def run_checks(boot: Path = Path("/boot")) -> list[Check]:
     from tracer.collect import vm
 
@@ -61,7 +35,7 @@ def run_checks(boot: Path = Path("/boot")) -> list[Check]:
     root = os.geteuid() == 0
     checks.append(Check("root", root, "running as root" if root else f"uid {os.geteuid()}",
                         "run with sudo"))
-    bcc_ok, bcc_detail = _bcc()
+    bcc_ok, bcc_detail = bcc_status()
     checks.append(Check("bcc", bcc_ok, bcc_detail,
                         "apt-get install bpfcc-tools python3-bpfcc; venv with --system-site-packages"))
     hdr = headers_dir()
@@ -70,31 +44,34 @@ def run_checks(boot: Path = Path("/boot")) -> list[Check]:
     tracefs = find_tracefs()
     checks.append(Check("tracefs", tracefs is not None, str(tracefs) if tracefs else "not mounted",
                         "mount -t tracefs nodev /sys/kernel/tracing (the tool does it as root)"))
-    btf = Path("/sys/kernel/btf/vmlinux")
+    btf = BTF_PATH
     checks.append(Check("BTF", btf.exists(), str(btf) if btf.exists() else "missing",
                         "a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
     kp = bool(tracefs) and kprobes_available(tracefs)
     checks.append(Check("kprobes", kp, "kprobe_events present" if kp else "no kprobe_events (CONFIG_KPROBES off?)",
                         "trace-halfclose vm boots a distro kernel that has them", required=False))
     if root and bcc_ok and btf.exists():
-        ok, detail = _fentry_trial()
+        ok, detail = fentry_trial()
     else:
         ok, detail = False, "not tried (needs root, bcc and BTF)"
     checks.append(Check("fentry/fexit", ok, detail, "kprobe or tracepoint backends work without it", required=False))
 
+    # The reproduction's functions (kprobe and fentry) and its tracepoint backend's tracepoints.
+    functions = functions_of("repro")
     try:
-        funcs = kernel_functions(wanted={p.func for p in FUNCTIONS})
-    except OSError:
+        funcs = kernel_functions(wanted=set(functions))
+    except OSError as exc:
         funcs = set()
-    for p in FUNCTIONS:
-        checks.append(Check(f"function {p.func}", p.func in funcs,
-                            "in /proc/kallsyms" if p.func in funcs else (p.note or "not in /proc/kallsyms"),
-                            "" if not p.required else "another kernel (trace-halfclose vm --kernel)",
+        checks.append(Check("/proc/kallsyms", False, f"unreadable: {exc.strerror or exc}", "", required=False))
+    for name, p in functions.items():
+        checks.append(Check(f"function {name}", name in funcs,
+                            "in /proc/kallsyms" if name in funcs else (p.note or "not in /proc/kallsyms"),
+                            "" if p.need == OPTIONAL else "another kernel (trace-halfclose vm --kernel)",
                             required=False))
-    for tp, required in TRACEPOINTS:
+    for tp, p in by_target(rows("repro", "tracepoint")).items():
         have = bool(tracefs) and tracepoint_exists(tracefs, *tp.split(":"))
         checks.append(Check(f"tracepoint {tp}", have, "present" if have else "missing",
-                            "a newer kernel" if required else "", required=False))
+                            "a newer kernel" if p.need == BACKEND else "", required=False))
 
     vng_ok, vng_detail = True, ""
     try:

@@ -1,170 +1,293 @@
-"""Which backend and which probes, chosen from what this kernel offers.
+"""Which backend and which probes, for both modes, from one table.
 
 Like bcc's tcpdrop.py, the tool checks before it attaches and says what it
-used and what it left out. Pure: it takes a KernelView, a plain description
-of the kernel that tests can write by hand.
+used and what it left out. PROBES has one row per hook: its kernel target,
+the hook's kind, the program in the mode's BPF text (tracer/collect/sources.py
+joins bpf/), the modes using it, what its absence means, and when it is
+attached. A Plan keeps the rows this kernel allows; the -DHAVE_ flags, the
+attach loop (tracer/collect/bpf.py) and the names a recording lists as
+attached are all derived from them.
+
+Pure: it takes a KernelView (tracer/kernel/view.py), a plain description of
+the kernel that tests can write by hand.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tracer.errors import UserError
+from tracer.kernel.view import KernelView
 
 BACKENDS = ("kprobe", "fentry", "tracepoint")
+MODES = ("repro", "watch")  # the reproduction (trace-halfclose run), trace-halfclose watch
+REPRO, WATCH, BOTH = ("repro",), ("watch",), ("repro", "watch")
 
+# When a program is attached.
+LOAD = "load"  # by bcc as it loads the text: KFUNC_PROBE, KRETFUNC_PROBE, TRACEPOINT_PROBE
+EXPLICIT = "explicit"  # by BpfSession right after the load
+CLIENT_IO = "client_io"  # only while the reproduction's client reads and writes (syscall tracepoints)
 
-@dataclass(frozen=True)
-class FuncProbe:
-    func: str
-    entry: str  # kprobe program name in bpf/halfclose.bpf.c
-    ret: str | None  # kretprobe program, if any
-    required: bool
-    note: str = ""
+# What a target missing from this kernel means.
+OPTIONAL = "optional"  # listed as missing; traced without it
+BACKEND = "backend"  # this backend cannot trace the kernel (auto tries the next one)
+MODE = "mode"  # the mode cannot run on this kernel with any backend (note: why; remedy: what to do)
 
+# The backend of each function hook; a tracepoint row names its backends.
+HOOK_BACKEND = {"kprobe": "kprobe", "kretprobe": "kprobe", "fentry": "fentry", "fexit": "fentry"}
 
-FUNCTIONS = (
-    FuncProbe("tcp_sendmsg_locked", "sendmsg_enter", "sendmsg_return", True),
-    FuncProbe("sk_stream_wait_connect", "wait_connect_enter", "wait_connect_return", False),
-    FuncProbe("sk_stream_error", "stream_error_enter", "stream_error_return", False),
-    FuncProbe("tcp_reset", "reset_enter", None, True),
-    FuncProbe("tcp_done_with_error", "done_with_error_enter", None, False,
-              "mainline 6.11, stable 6.10.y, 6.6.44+, 6.1.103+; before, tcp_reset wrote sk_err itself"),
-    FuncProbe("tcp_done", "done_enter", "done_return", True),
-    FuncProbe("tcp_fin", "fin_enter", "fin_return", False),
-    # Who sent the RST, and reads (scenarios that read).
-    FuncProbe("tcp_v4_send_reset", "send_reset_enter", None, False),
-    FuncProbe("tcp_v6_send_reset", "send_reset_enter", None, False),
-    FuncProbe("tcp_send_active_reset", "active_reset_enter", None, False),
-    FuncProbe("tcp_recvmsg", "recvmsg_enter", "recvmsg_return", False),
-)
 STATE_TP = "sock:inet_sock_set_state"
 PACKET_TP = "net:net_dev_start_xmit"
 SIGNAL_TP = "signal:signal_generate"
-# Tracepoints every backend uses when present.
-COMMON_TPS = (STATE_TP, PACKET_TP, SIGNAL_TP)
-# The tracepoint-only backend: (tracepoint, required)
-TRACEPOINTS = (
-    (STATE_TP, True),
-    ("tcp:tcp_receive_reset", True),
-    ("syscalls:sys_enter_write", True),
-    ("syscalls:sys_exit_write", True),
-    ("sock:inet_sk_error_report", False),
-    ("sock:sock_send_length", False),  # since 6.3
-    ("tcp:tcp_send_reset", False),  # 6.1: full sockets only; 6.10+: also timewait and no socket
-    ("syscalls:sys_enter_read", False),
-    ("syscalls:sys_exit_read", False),
-    ("syscalls:sys_enter_sendto", False),  # send(2) is sendto(2) on x86-64
-    ("syscalls:sys_exit_sendto", False),
-    (PACKET_TP, False),
-    (SIGNAL_TP, False),
-)
-# Attached only while the client reads and writes (they slow every syscall of the machine).
-CLIENT_IO_TPS = (
-    ("syscalls:sys_enter_write", "write_enter"),
-    ("syscalls:sys_exit_write", "write_exit"),
-    ("syscalls:sys_enter_read", "read_enter"),
-    ("syscalls:sys_exit_read", "read_exit"),
-    ("syscalls:sys_enter_sendto", "write_enter"),
-    ("syscalls:sys_exit_sendto", "write_exit"),
-)
+DESTROY_TP = "tcp:tcp_destroy_sock"  # a watched socket's end
+NEWTASK_TP = "task:task_newtask"  # follow the command's new processes
+EXIT_TP = "sched:sched_process_exit"  # forget exited pids
+# The write-like calls watch follows (kernel function taking the fd, syscall
+# name), read from /proc/kallsyms of Debian's 6.1.0-56 and 6.12.117 and 6.18.44.
+CALLS = (("ksys_write", "write"), ("__sys_sendto", "sendto"), ("__sys_sendmsg", "sendmsg"), ("do_writev", "writev"))
 
 
 @dataclass(frozen=True)
-class KernelView:
-    """What the running kernel offers, as far as choosing probes goes."""
+class Probe:
+    """One hook: a row of PROBES."""
 
-    kprobes: bool
-    btf: bool
-    functions: frozenset[str]
-    tracepoints: frozenset[str]  # "category:name"
+    target: str  # a kernel function, or a tracepoint "category:name"
+    hook: str  # kprobe, kretprobe, fentry, fexit, tracepoint
+    program: str  # the program's name in the mode's joined BPF text
+    modes: tuple[str, ...]
+    need: str = OPTIONAL
+    note: str = ""  # OPTIONAL: why it may be missing; MODE: why the mode needs it
+    attach: str = EXPLICIT
+    backends: tuple[str, ...] = ()  # tracepoints: the backends using it (functions: their hook's)
+    only_with: str = ""  # watch: only with this filter option ("follow": a command is started; "by_pid")
+    together: str = ""  # rows with the same value are used all or none (a syscall's enter and exit)
+    remedy: str = ""  # MODE: what to do when it is missing
+
+    @property
+    def is_function(self) -> bool:
+        return self.hook != "tracepoint"
+
+    @property
+    def name(self) -> str:
+        """As recordings list it: kprobe:tcp_reset, fexit:tcp_done, tracepoint:sock:inet_sock_set_state."""
+        return f"{self.hook}:{self.target}"
+
+    @property
+    def define(self) -> str:
+        """HAVE_<function> or HAVE_<tracepoint name>: the guard of a program bcc attaches at load."""
+        return f"-DHAVE_{self.target.split(':')[-1]}"
+
+    def serves(self, mode: str, backend: str) -> bool:
+        return mode in self.modes and backend in (self.backends or (HOOK_BACKEND[self.hook],))
+
+
+def _function(func: str, entry: str, ret: str | None, modes: tuple[str, ...], need: str = OPTIONAL,
+              note: str = "") -> tuple[Probe, ...]:
+    """A kernel function's rows: the kprobe on entry (and a kretprobe when its return is an
+    event), and the same through fentry/fexit, whose programs bcc names kfunc__/kretfunc__."""
+    rows = [Probe(func, "kprobe", entry, modes, need, note)]
+    rows += [Probe(func, "kretprobe", ret, modes, need, note)] if ret else []
+    rows += [Probe(func, "fentry", f"kfunc__{func}", modes, need, note, LOAD)]
+    rows += [Probe(func, "fexit", f"kretfunc__{func}", modes, need, note, LOAD)] if ret else []
+    return tuple(rows)
+
+
+def _tracepoint(tp: str, modes: tuple[str, ...], backends: tuple[str, ...], need: str = OPTIONAL,
+                program: str = "", attach: str = LOAD, **more) -> Probe:
+    """A tracepoint's row; a TRACEPOINT_PROBE(category, name) is bcc's tracepoint__category__name."""
+    category, name = tp.split(":")
+    return Probe(tp, "tracepoint", program or f"tracepoint__{category}__{name}", modes, need,
+                 attach=attach, backends=backends, **more)
+
+
+ALL = BACKENDS
+TP = ("tracepoint",)
+PROBES: tuple[Probe, ...] = (
+    # The write path (tcp_sendmsg_locked, net/ipv4/tcp.c, since 4.18; what it calls on an error).
+    *_function("tcp_sendmsg_locked", "sendmsg_enter", "sendmsg_return", BOTH, BACKEND),
+    *_function("sk_stream_wait_connect", "wait_connect_enter", "wait_connect_return", BOTH),
+    *_function("sk_stream_error", "stream_error_enter", "stream_error_return", BOTH),
+    # The RST, sk_err and the close (net/ipv4/tcp_input.c, net/ipv4/tcp.c).
+    *_function("tcp_reset", "reset_enter", None, BOTH, BACKEND),
+    *_function("tcp_done_with_error", "done_with_error_enter", None, BOTH,
+               note="mainline 6.11, stable 6.10.y, 6.6.44+, 6.1.103+; before, tcp_reset wrote sk_err itself"),
+    *_function("tcp_done", "done_enter", "done_return", BOTH, BACKEND),
+    *_function("tcp_fin", "fin_enter", "fin_return", BOTH),  # GCC may inline it into its callers (net/ipv4/tcp_input.c)
+    # Who sent the RST, and reads (scenarios that read).
+    *_function("tcp_v4_send_reset", "send_reset_enter", None, REPRO),
+    *_function("tcp_v6_send_reset", "send_reset_enter", None, REPRO),
+    *_function("tcp_send_active_reset", "active_reset_enter", None, REPRO),
+    *_function("tcp_recvmsg", "recvmsg_enter", "recvmsg_return", REPRO),
+    # watch: where each write-like call has its fd (the return type decides the kretprobe's cast).
+    *_function("ksys_write", "ksys_write_enter", "call_return_long", WATCH),
+    *_function("__sys_sendto", "sys_sendto_enter", "call_return_int", WATCH),
+    *_function("__sys_sendmsg", "sys_sendmsg_enter", "call_return_long", WATCH),
+    *_function("do_writev", "do_writev_enter", "call_return_long", WATCH),
+    # Every state change: the reproduction waits for CLOSE_WAIT with it; watch follows each socket's life.
+    _tracepoint(STATE_TP, REPRO, ("kprobe", "fentry")),
+    _tracepoint(STATE_TP, REPRO, TP, BACKEND),
+    _tracepoint(STATE_TP, WATCH, ALL, MODE, note="watch follows each socket's life with it",
+                remedy="mount tracefs (mount -t tracefs nodev /sys/kernel/tracing), or use a kernel 4.16+"),
+    # The tracepoint backend: tcp_reset's first statement, the client's writes, sk_err, the result.
+    _tracepoint("tcp:tcp_receive_reset", BOTH, TP, BACKEND),
+    _tracepoint("syscalls:sys_enter_write", REPRO, TP, BACKEND, "write_enter", CLIENT_IO),
+    _tracepoint("syscalls:sys_exit_write", REPRO, TP, BACKEND, "write_exit", CLIENT_IO),
+    _tracepoint("sock:inet_sk_error_report", BOTH, TP),
+    _tracepoint("sock:sock_send_length", BOTH, TP),  # since 6.3
+    # 6.1: full sockets only; 6.10+: also timewait and no socket. Its record changed in 6.10: attached by hand.
+    _tracepoint("tcp:tcp_send_reset", REPRO, TP, program="send_reset_tp", attach=EXPLICIT),
+    _tracepoint("syscalls:sys_enter_read", REPRO, TP, program="read_enter", attach=CLIENT_IO),
+    _tracepoint("syscalls:sys_exit_read", REPRO, TP, program="read_exit", attach=CLIENT_IO),
+    _tracepoint("syscalls:sys_enter_sendto", REPRO, TP, program="write_enter", attach=CLIENT_IO),  # send(2) on x86-64
+    _tracepoint("syscalls:sys_exit_sendto", REPRO, TP, program="write_exit", attach=CLIENT_IO),
+    # Packets and signals, with every backend.
+    _tracepoint(PACKET_TP, REPRO, ALL),
+    _tracepoint(SIGNAL_TP, REPRO, ALL),
+    # watch with tracepoints: each write-like call from its syscall's enter and exit, for the whole watch.
+    *(_tracepoint(f"syscalls:sys_{side}_{call}", WATCH, TP, BACKEND if call == "write" else OPTIONAL,
+                  f"sys_enter_{call}" if side == "enter" else "sys_exit_call", EXPLICIT, together=call)
+      for _, call in CALLS for side in ("enter", "exit")),
+    # watch: a socket's end, and the processes it follows.
+    _tracepoint(DESTROY_TP, WATCH, ALL),
+    _tracepoint(NEWTASK_TP, WATCH, ALL, MODE, only_with="follow", note="the command's processes cannot be followed",
+                remedy="watch it by --comm or --port instead of starting it"),
+    _tracepoint(EXIT_TP, WATCH, ALL, only_with="by_pid"),
+)
+
+
+def rows(mode: str, backend: str, *, follow: bool = False, by_pid: bool = False) -> tuple[Probe, ...]:
+    """The table's rows for a mode and backend, whatever the kernel has."""
+    options = {"follow": follow, "by_pid": by_pid}
+    return tuple(p for p in PROBES if p.serves(mode, backend) and (not p.only_with or options[p.only_with]))
+
+
+def by_target(probes) -> dict[str, Probe]:
+    """The first row of each target, in table order."""
+    out: dict[str, Probe] = {}
+    for p in probes:
+        out.setdefault(p.target, p)
+    return out
+
+
+def functions_of(mode: str) -> dict[str, Probe]:
+    """A mode's kernel functions, each with its first row (the kprobe), in table order."""
+    return by_target(p for p in rows(mode, "kprobe") if p.is_function)
+
+
+def function_targets() -> tuple[str, ...]:
+    """Every kernel function of the table, for the kernel view."""
+    return tuple(by_target(p for p in PROBES if p.is_function))
+
+
+def tracepoint_targets() -> tuple[str, ...]:
+    return tuple(by_target(p for p in PROBES if not p.is_function))
 
 
 @dataclass(frozen=True)
 class Plan:
+    """A mode and a backend, with the rows this kernel allows and what it lacks."""
+
+    mode: str
     backend: str
-    functions: tuple[FuncProbe, ...] = ()
-    tracepoints: tuple[str, ...] = ()
-    missing: tuple[str, ...] = ()
-    notes: tuple[str, ...] = field(default=())
+    probes: tuple[Probe, ...] = ()
+    missing: tuple[str, ...] = ()  # targets, as recordings list them
+    notes: tuple[str, ...] = ()
 
     def defines(self) -> list[str]:
-        """-D flags that select the backend's section of bpf/halfclose.bpf.c."""
-        flags = {"kprobe": ["-DHC_KPROBE"], "fentry": ["-DHC_FENTRY"], "tracepoint": ["-DHC_TRACEPOINTS"]}[self.backend]
-        flags += [f"-DHAVE_{p.func}" for p in self.functions]
-        flags += [f"-DHAVE_{tp.split(':')[1]}" for tp in self.tracepoints]
-        for tp, flag in ((STATE_TP, "-DHC_STATE_TRACEPOINT"), (PACKET_TP, "-DHC_PACKETS"), (SIGNAL_TP, "-DHC_SIGNALS")):
-            if tp in self.tracepoints:
-                flags.append(flag)
-        return flags
+        """-DHAVE_<target> for each target planned: the programs bcc attaches at load
+        are compiled only for those (see bpf/*/fentry.bpf.c and the tracepoints)."""
+        return list(dict.fromkeys(p.define for p in self.probes))
 
     def attached_names(self) -> list[str]:
-        prefix = {"kprobe": ("kprobe", "kretprobe"), "fentry": ("fentry", "fexit")}.get(self.backend)
-        names = []
-        for p in self.functions:
-            names.append(f"{prefix[0]}:{p.func}")
-            if p.ret or (self.backend == "fentry" and p.func in FENTRY_RETURNS):
-                names.append(f"{prefix[1]}:{p.func}")
-        return names + [f"tracepoint:{tp}" for tp in self.tracepoints]
+        return [p.name for p in self.probes]
+
+    def attached_at(self, when: str) -> tuple[Probe, ...]:
+        return tuple(p for p in self.probes if p.attach == when)
+
+    @property
+    def functions(self) -> tuple[str, ...]:
+        return tuple(by_target(p for p in self.probes if p.is_function))
+
+    @property
+    def tracepoints(self) -> tuple[str, ...]:
+        return tuple(by_target(p for p in self.probes if not p.is_function))
 
 
-# fexit programs of bpf/halfclose.bpf.c's fentry section
-FENTRY_RETURNS = {"tcp_sendmsg_locked", "sk_stream_wait_connect", "sk_stream_error", "tcp_done", "tcp_fin", "tcp_recvmsg"}
+def _present(p: Probe, view: KernelView) -> bool:
+    if not p.is_function:
+        return p.target in view.tracepoints
+    if p.hook in ("fentry", "fexit") and view.btf_functions is not None:
+        return p.target in view.btf_functions  # an fentry program attaches only to a function with BTF
+    return p.target in view.functions
 
 
-def _function_plan(backend: str, view: KernelView) -> Plan:
-    present = tuple(p for p in FUNCTIONS if p.func in view.functions)
-    missing = tuple(p.func for p in FUNCTIONS if p.func not in view.functions)
-    required = [p.func for p in FUNCTIONS if p.required and p.func not in view.functions]
-    if required:
+def check_mode(mode: str, view: KernelView, *, follow: bool = False, by_pid: bool = False) -> None:
+    """A UserError when the kernel lacks what the mode needs with every backend (MODE rows)."""
+    options = {"follow": follow, "by_pid": by_pid}
+    for p in PROBES:
+        if (p.need == MODE and mode in p.modes and (not p.only_with or options[p.only_with])
+                and not _present(p, view)):
+            raise UserError(f"tracepoint {p.target} not found: {p.note}", p.remedy)
+
+
+def _check_backend(backend: str, view: KernelView) -> None:
+    if backend == "kprobe" and not view.kprobes:
         raise UserError(
-            f"kernel function(s) {', '.join(required)} not found in /proc/kallsyms, so the {backend} "
+            "this kernel has no kprobes (kprobe_events is missing: CONFIG_KPROBES or CONFIG_KPROBE_EVENTS is off)",
+            "use --backend auto (falls back to fentry, then tracepoints), or run it in a VM with a distro "
+            "kernel: `sudo trace-halfclose vm`",
+        )
+    if backend == "fentry" and not view.btf:
+        raise UserError("fentry/fexit needs the kernel's BTF (/sys/kernel/btf/vmlinux)",
+                        "use a kernel built with CONFIG_DEBUG_INFO_BTF=y, or --backend kprobe/tracepoint")
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}", f"choose one of auto, {', '.join(BACKENDS)}")
+
+
+def _missing_required(backend: str, absent: list[Probe], view: KernelView) -> UserError | None:
+    names = list(by_target(p for p in absent if p.need == BACKEND))
+    if not names:
+        return None
+    if backend != "tracepoint":
+        where = "/proc/kallsyms" if backend == "kprobe" or view.btf_functions is None else "/proc/kallsyms with BTF"
+        return UserError(
+            f"kernel function(s) {', '.join(names)} not found in {where}, so the {backend} "
             "backend cannot trace this kernel",
             "use --backend tracepoint, or another kernel with `trace-halfclose vm --kernel PATH`",
         )
-    tps = tuple(tp for tp in COMMON_TPS if tp in view.tracepoints)
-    notes = tuple(f"{p.func}: {p.note}" for p in FUNCTIONS if p.func in missing and p.note)
-    return Plan(backend, present, tps, missing + tuple(tp for tp in COMMON_TPS if tp not in tps), notes)
+    return UserError(
+        f"tracepoint(s) {', '.join(names)} not found: the tracepoint backend cannot trace this kernel",
+        "mount tracefs (mount -t tracefs nodev /sys/kernel/tracing) or use a kernel with them (4.16+)",
+    )
 
 
-def _tracepoint_plan(view: KernelView) -> Plan:
-    required = [tp for tp, req in TRACEPOINTS if req and tp not in view.tracepoints]
-    if required:
-        raise UserError(
-            f"tracepoint(s) {', '.join(required)} not found: the tracepoint backend cannot trace this kernel",
-            "mount tracefs (mount -t tracefs nodev /sys/kernel/tracing) or use a kernel with them (4.16+)",
-        )
-    used = tuple(tp for tp, _ in TRACEPOINTS if tp in view.tracepoints)
-    missing = tuple(tp for tp, _ in TRACEPOINTS if tp not in view.tracepoints)
-    return Plan("tracepoint", (), used, missing)
+def plan_for(mode: str, backend: str, view: KernelView, *, follow: bool = False, by_pid: bool = False) -> Plan:
+    """The plan for one mode and backend, or a UserError saying why it cannot run here.
+    follow (watch): the command's new processes are watched; by_pid: exited pids are forgotten."""
+    check_mode(mode, view, follow=follow, by_pid=by_pid)
+    _check_backend(backend, view)
+    wanted = rows(mode, backend, follow=follow, by_pid=by_pid)
+    present = {p for p in wanted if _present(p, view)}
+    # A row of a group is usable only when every row of its group is there.
+    broken = {p.together for p in wanted if p.together and p not in present}
+    usable = [p for p in wanted if p in present and p.together not in broken]
+    absent = [p for p in wanted if p not in usable]
+    error = _missing_required(backend, [p for p in wanted if p not in present], view)
+    if error:
+        raise error
+    missing = tuple(by_target(absent))
+    notes = tuple(f"{name}: {p.note}" for name, p in by_target(absent).items() if p.note)
+    return Plan(mode, backend, tuple(usable), missing, notes)
 
 
-def plan_for(backend: str, view: KernelView) -> Plan:
-    """The plan for one backend, or a UserError saying why it cannot run here."""
-    if backend == "kprobe":
-        if not view.kprobes:
-            raise UserError(
-                "this kernel has no kprobes (kprobe_events is missing: CONFIG_KPROBES or CONFIG_KPROBE_EVENTS is off)",
-                "use --backend auto (falls back to fentry, then tracepoints), or run it in a VM with a distro "
-                "kernel: `sudo trace-halfclose vm`",
-            )
-        return _function_plan("kprobe", view)
-    if backend == "fentry":
-        if not view.btf:
-            raise UserError("fentry/fexit needs the kernel's BTF (/sys/kernel/btf/vmlinux)",
-                            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y, or --backend kprobe/tracepoint")
-        return _function_plan("fentry", view)
-    if backend == "tracepoint":
-        return _tracepoint_plan(view)
-    raise UserError(f"unknown backend {backend!r}", f"choose one of auto, {', '.join(BACKENDS)}")
-
-
-def candidates(requested: str, view: KernelView) -> tuple[list[Plan], list[str]]:
-    """Plans to try in order, and why each skipped backend was skipped."""
+def candidates(mode: str, requested: str, view: KernelView, *, follow: bool = False,
+               by_pid: bool = False) -> tuple[list[Plan], list[str]]:
+    """Plans to try in order (auto: kprobe, fentry, tracepoint), and why each skipped backend was skipped."""
+    check_mode(mode, view, follow=follow, by_pid=by_pid)  # fails every backend alike: said once
     names = BACKENDS if requested == "auto" else (requested,)
     plans, skipped = [], []
     for name in names:
         try:
-            plans.append(plan_for(name, view))
+            plans.append(plan_for(mode, name, view, follow=follow, by_pid=by_pid))
         except UserError as exc:
             if requested != "auto":
                 raise
@@ -172,110 +295,3 @@ def candidates(requested: str, view: KernelView) -> tuple[list[Plan], list[str]]
     if not plans:
         raise UserError("no backend can trace this kernel: " + "; ".join(skipped), "run `trace-halfclose doctor`")
     return plans, skipped
-
-
-# ---- watch: any program's writes (trace-halfclose watch, HC_WATCH in bpf/halfclose.bpf.c) ----
-
-# The write path's functions, with the watch section's entry programs (watch_<entry>);
-# the returns are the reproduction's kprobe return programs.
-WATCH_FUNCS = ("tcp_sendmsg_locked", "sk_stream_wait_connect", "sk_stream_error", "tcp_reset",
-               "tcp_done_with_error", "tcp_done", "tcp_fin")
-
-
-@dataclass(frozen=True)
-class CallHook:
-    """A write-like call: where the kernel has its fd, and its syscall tracepoints."""
-
-    call: str  # write, sendto, sendmsg, writev
-    func: str  # kernel function taking the fd (kprobe, fentry)
-    entry: str  # its kprobe program
-    ret: str  # its kretprobe program (the return type decides the cast)
-    tp_entry: str  # the program for syscalls:sys_enter_<call>
-
-    @property
-    def tracepoints(self) -> tuple[str, str]:
-        return f"syscalls:sys_enter_{self.call}", f"syscalls:sys_exit_{self.call}"
-
-
-WATCH_CALLS = (
-    CallHook("write", "ksys_write", "watch_ksys_write", "watch_call_return_long", "watch_sys_enter_write"),
-    CallHook("sendto", "__sys_sendto", "watch_sys_sendto", "watch_call_return_int", "watch_sys_enter_sendto"),
-    CallHook("sendmsg", "__sys_sendmsg", "watch_sys_sendmsg", "watch_call_return_long", "watch_sys_enter_sendmsg"),
-    CallHook("writev", "do_writev", "watch_do_writev", "watch_call_return_long", "watch_sys_enter_writev"),
-)
-WATCH_SYS_EXIT = "watch_sys_exit"  # the program for every syscalls:sys_exit_<call>
-DESTROY_TP = "tcp:tcp_destroy_sock"  # a watched socket's end
-NEWTASK_TP = "task:task_newtask"  # follow the command's new processes
-EXIT_TP = "sched:sched_process_exit"  # forget exited pids
-# The tracepoint backend's socket events (tracepoint, required).
-WATCH_TP_EVENTS = (("tcp:tcp_receive_reset", True), ("sock:inet_sk_error_report", False),
-                   ("sock:sock_send_length", False))
-
-
-@dataclass(frozen=True)
-class WatchPlan:
-    """A backend for watch: functions (kprobe/fentry), write-like call hooks, tracepoints."""
-
-    backend: str
-    functions: tuple[FuncProbe, ...] = ()
-    calls: tuple[CallHook, ...] = ()
-    tracepoints: tuple[str, ...] = ()
-    missing: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-
-    def defines(self) -> list[str]:
-        """-D flags for the HC_WATCH section. kprobe and fentry also compile HC_KPROBE,
-        whose `entered` map and return programs report the returns."""
-        flags = ["-DHC_WATCH", *{"kprobe": ["-DHC_KPROBE", "-DHC_WATCH_KPROBE"],
-                                 "fentry": ["-DHC_KPROBE", "-DHC_WATCH_FENTRY"],
-                                 "tracepoint": ["-DHC_WATCH_TRACEPOINTS"]}[self.backend]]
-        flags += [f"-DHAVE_{p.func}" for p in self.functions]
-        if self.backend == "fentry":  # fentry programs attach at load: only those that exist
-            flags += [f"-DHAVE_{c.func}" for c in self.calls]
-        flags += [f"-DHAVE_{tp.split(':')[1]}" for tp in self.tracepoints]
-        return flags
-
-    def attached_names(self) -> list[str]:
-        names = Plan(self.backend, self.functions).attached_names()  # the write path's, named as for the reproduction
-        if self.backend != "tracepoint":
-            on, off = {"kprobe": ("kprobe", "kretprobe"), "fentry": ("fentry", "fexit")}[self.backend]
-            names += [name for c in self.calls for name in (f"{on}:{c.func}", f"{off}:{c.func}")]
-        return names + [f"tracepoint:{tp}" for tp in self.tracepoints]
-
-
-def watch_plan(base: Plan, view: KernelView, follow: bool, by_pid: bool,
-               btf_funcs: frozenset[str] | None = None) -> WatchPlan:
-    """The watch plan on top of the reproduction's plan for the same backend (which
-    checked the required functions or tracepoints). follow: the command's new
-    processes are watched (needs task:task_newtask); by_pid: exited pids are forgotten."""
-    if STATE_TP not in view.tracepoints:
-        raise UserError(f"tracepoint {STATE_TP} not found: watch follows each socket's life with it",
-                        "mount tracefs (mount -t tracefs nodev /sys/kernel/tracing), or use a kernel 4.16+")
-    if follow and NEWTASK_TP not in view.tracepoints:
-        raise UserError(f"tracepoint {NEWTASK_TP} not found: the command's processes cannot be followed",
-                        "watch it by --comm or --port instead of starting it")
-    wanted = [DESTROY_TP] + ([NEWTASK_TP] if follow else []) + ([EXIT_TP] if by_pid else [])
-    if base.backend == "tracepoint":
-        funcs = ()
-        calls = tuple(c for c in WATCH_CALLS if all(tp in view.tracepoints for tp in c.tracepoints))
-        events = [tp for tp, _ in WATCH_TP_EVENTS]
-        wanted = events + [tp for c in calls for tp in c.tracepoints] + wanted
-        missing_calls = [tp for c in WATCH_CALLS if c not in calls for tp in c.tracepoints]
-    else:
-        funcs = tuple(FuncProbe(p.func, f"watch_{p.entry}", p.ret, p.required, p.note)
-                      for p in base.functions if p.func in WATCH_FUNCS)
-        usable = view.functions if base.backend == "kprobe" or btf_funcs is None else view.functions & btf_funcs
-        calls = tuple(c for c in WATCH_CALLS if c.func in usable)
-        missing_calls = [c.func for c in WATCH_CALLS if c not in calls]
-    tps = (STATE_TP,) + tuple(tp for tp in wanted if tp in view.tracepoints)
-    missing = tuple(f for f in WATCH_FUNCS if base.backend != "tracepoint" and f not in view.functions)
-    missing += tuple(missing_calls) + tuple(tp for tp in wanted if tp not in view.tracepoints)
-    notes = tuple(n for n in base.notes if n.split(":")[0] in WATCH_FUNCS)
-    return WatchPlan(base.backend, funcs, calls, tps, missing, notes)
-
-
-def watch_candidates(requested: str, view: KernelView, follow: bool, by_pid: bool,
-                     btf_funcs: frozenset[str] | None = None) -> tuple[list[WatchPlan], list[str]]:
-    """Watch plans to try in order (the same backend choice as the reproduction's)."""
-    plans, skipped = candidates(requested, view)
-    return [watch_plan(p, view, follow, by_pid, btf_funcs) for p in plans], skipped

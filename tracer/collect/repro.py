@@ -1,4 +1,4 @@
-"""The reproduction driver: run tracer/repro_child.py step by step while the
+"""The reproduction driver: run tracer/collect/repro_child.py step by step while the
 probes are attached, and record what user space did next to what the kernel
 reported.
 
@@ -22,7 +22,7 @@ from tracer.kernel.names import TCP_ACK, TCP_RST
 from tracer.record.recording import Recording, UserMark, WriteResult
 from tracer.process import scenarios
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory that holds the tracer package
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds the tracer package: the checkout, or site-packages
 
 
 class EventSource(Protocol):

@@ -1,6 +1,6 @@
 """The reproduction's processes: a server and a client in a private network namespace.
 
-Run by tracer/repro.py as `python -m tracer.collect.repro_child PORT SCENARIO [--ipv6]`.
+Run by tracer/collect/repro.py as `python -m tracer.collect.repro_child PORT SCENARIO [--ipv6]`.
 It takes one command per line on stdin and answers with one JSON object per
 line on stdout, so the tracer decides when each step happens (after it has
 seen the FIN, for instance) and nothing here sleeps blindly. Needs root.

@@ -2,10 +2,11 @@
 sockets, annotated as in the reproduction, connection by connection.
 
 Filters (--pid, --comm, --port, or a command started after the probes are
-attached) are applied in the kernel, first thing in every BPF program of the
-HC_WATCH section of bpf/halfclose.bpf.c: only the watched sockets' events
-reach user space. The backend is chosen as for the reproduction (kprobe, then
-fentry, then tracepoints only: tracer/probe_plan.py's watch_plan).
+attached) are applied in the kernel, first thing in every BPF program of
+bpf/watch/ (the filter is in bpf/watch/common.bpf.c): only the watched
+sockets' events reach user space. The backend is chosen as for the
+reproduction (kprobe, then fentry, then tracepoints only), from the rows of
+tracer/collect/plan.py's table that serve watch.
 
 Where each write-like call gets its fd: with kprobe and fentry, probes on
 ksys_write, __sys_sendto, __sys_sendmsg and do_writev (those in
@@ -18,7 +19,6 @@ Needs root, bcc, the kernel's headers and BTF, like the reproduction.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -29,32 +29,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
-from tracer.kernel.btf import Btf, BtfError
-from tracer.collect.runner import BTF_PATH, check_basics, load_btf, load_first, new_recording
+from tracer.collect.bpf import BpfSession
+from tracer.collect.prepare import load_first, new_recording, prepare
 from tracer.errors import UserError
-from tracer.kernel.names import TCP_STATES_FALLBACK, state_names_from_btf
-from tracer.kernel.support import kernel_functions, kprobes_available, tracepoint_exists
-from tracer.kernel.offsets import FD_FIELDS, SOCK_FIELDS, cflags, field_locations
-from tracer.collect.plan import (DESTROY_TP, EXIT_TP, FUNCTIONS, NEWTASK_TP, TRACEPOINTS, WATCH_CALLS, WATCH_SYS_EXIT,
-                         WATCH_TP_EVENTS, KernelView, WatchPlan, watch_candidates)
-from tracer.collect.bpf import BackendUnavailable, BpfSession
+from tracer.kernel.names import TASK_COMM_LEN, TCP_STATES_FALLBACK, state_names_from_btf
 from tracer.record.recording import UserMark
 from tracer.process.connections import START_MARK, ConnTimeline, Grouper, WatchRecording, annotate_connection, peer_of
 
-# Socket fields the watch reads besides the reproduction's (offsets from BTF, see bpf/sock_read.h).
-WATCH_FIELDS = {
-    "OFF_SKC_FAMILY": ("sock", "__sk_common.skc_family"),
-    "OFF_SKC_RCV_SADDR": ("sock", "__sk_common.skc_rcv_saddr"),
-    "OFF_SKC_DADDR": ("sock", "__sk_common.skc_daddr"),
-    "OFF_SK_PROTOCOL": ("sock", "sk_protocol"),
-    "OFF_SK_TYPE": ("sock", "sk_type"),
-}
-# Only with CONFIG_IPV6 (struct sock_common has them under #if IS_ENABLED(CONFIG_IPV6)).
-V6_FIELDS = {
-    "OFF_SKC_V6_RCV_SADDR": ("sock", "__sk_common.skc_v6_rcv_saddr"),
-    "OFF_SKC_V6_DADDR": ("sock", "__sk_common.skc_v6_daddr"),
-}
-TASK_COMM_LEN = 16  # include/linux/sched.h (v6.1, v6.12): a task's name keeps 15 bytes and a NUL
 POLL_MS = 100
 DRAIN_S = 0.3  # after the command or the watched processes are gone: their sockets' last events
 
@@ -108,8 +89,8 @@ def check_options(opts: WatchOptions, proc: Path = Path("/proc")) -> tuple[Watch
 
 
 def filter_defines(opts: WatchOptions, state_names: dict[int, str]) -> list[str]:
-    """The filter as -D constants for the HC_WATCH section (sets of pids and the
-    comm go into maps after load)."""
+    """The filter as -D constants for bpf/watch/ (sets of pids and the comm go
+    into maps after load)."""
     code = {name: num for num, name in state_names.items()}
     flags = [f"-DHC_WATCH_PORT={opts.port or 0}"]
     flags += ["-DHC_WATCH_BY_PID"] if opts.by_pid else []
@@ -131,84 +112,6 @@ def describe_filter(opts: WatchOptions) -> str:
     return " and ".join(parts)
 
 
-# --- the kernel ------------------------------------------------------------------------
-
-
-def kernel_view(tracefs: Path, btf: Btf) -> tuple[KernelView, frozenset[str]]:
-    """What this kernel offers for watch; and which of its functions have BTF (fentry)."""
-    funcs = {p.func for p in FUNCTIONS} | {c.func for c in WATCH_CALLS}
-    tps = {tp for tp, _ in TRACEPOINTS} | {tp for tp, _ in WATCH_TP_EVENTS} | {DESTROY_TP, NEWTASK_TP, EXIT_TP}
-    tps |= {tp for c in WATCH_CALLS for tp in c.tracepoints}
-    found = frozenset(kernel_functions(wanted=funcs))
-    view = KernelView(
-        kprobes=kprobes_available(tracefs),
-        btf=BTF_PATH.exists(),
-        functions=found,
-        tracepoints=frozenset(tp for tp in tps if tracepoint_exists(tracefs, *tp.split(":"))),
-    )
-    return view, frozenset(f for f in found if btf.func_exists(f))
-
-
-def prepare(opts: WatchOptions) -> tuple[list[WatchPlan], list[str], Btf, KernelView]:
-    """The checks that can fail before bcc runs, as for the reproduction."""
-    tracefs = check_basics()
-    btf = load_btf()
-    view, btf_funcs = kernel_view(tracefs, btf)
-    plans, skipped = watch_candidates(opts.backend, view, opts.follow, opts.by_pid, btf_funcs)
-    return plans, skipped, btf, view
-
-
-def offsets(btf: Btf) -> list[str]:
-    fields = {**SOCK_FIELDS, **FD_FIELDS, **WATCH_FIELDS}
-    try:
-        locs = field_locations(btf, fields)
-    except BtfError as exc:
-        raise UserError(f"a kernel struct field is missing from BTF: {exc}", "report this kernel version") from None
-    try:
-        locs.update(field_locations(btf, V6_FIELDS))
-    except BtfError:
-        pass  # no IPv6 in this kernel: IPv4 addresses only
-    for macro in ("OFF_SK_PROTOCOL", "OFF_SK_TYPE"):
-        if locs[macro].bit_size or locs[macro].size != 2:
-            raise UserError(f"sock.{WATCH_FIELDS[macro][1]} is not a 16-bit field on this kernel (a bitfield "
-                            "before 5.6)", "use a newer kernel")
-    return cflags(locs)
-
-
-class WatchSession(BpfSession):
-    """The reproduction's BPF session, with the watch's call probes and maps."""
-
-    def load(self) -> None:
-        super().load()  # compiles; kprobe: the write path's kprobes; fentry and tracepoints attach at load
-        try:
-            for c in self.plan.calls:
-                if self.plan.backend == "kprobe":
-                    self.bpf.attach_kprobe(event=c.func.encode(), fn_name=c.entry.encode())
-                    self.bpf.attach_kretprobe(event=c.func.encode(), fn_name=c.ret.encode())
-                elif self.plan.backend == "tracepoint":
-                    enter, exit_ = c.tracepoints
-                    self.bpf.attach_tracepoint(tp=enter.encode(), fn_name=c.tp_entry.encode())
-                    self.bpf.attach_tracepoint(tp=exit_.encode(), fn_name=WATCH_SYS_EXIT.encode())
-        except Exception as exc:  # bcc raises plain Exception
-            self.close()
-            raise BackendUnavailable(f"attaching the write-like call probes failed: {exc}") from None
-
-    def watch_pid(self, pid: int) -> None:
-        self.bpf["watch_pids"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
-
-    def watched_pids(self) -> list[int]:
-        return [k.value for k in self.bpf["watch_pids"].keys()]
-
-    def watch_comm(self, comm: str) -> None:
-        table = self.bpf["watch_comm"]
-        leaf = table.Leaf()
-        leaf.c = comm.encode()[:TASK_COMM_LEN - 1]
-        table[ctypes.c_int(0)] = leaf
-
-    def set_launcher(self, tgid: int) -> None:
-        self._set("watch_launcher", tgid)
-
-
 # --- the watch ------------------------------------------------------------------------
 
 
@@ -224,7 +127,7 @@ class _Command:
     """The command after --: started once the probes are attached, by a launcher
     whose next child the kernel adds to the watched pids (task:task_newtask)."""
 
-    def __init__(self, session: WatchSession, argv: tuple[str, ...], to_stderr: bool):
+    def __init__(self, session: BpfSession, argv: tuple[str, ...], to_stderr: bool):
         session.set_launcher(os.getpid())
         try:
             self.proc = subprocess.Popen(list(argv), stdout=sys.stderr if to_stderr else None)
@@ -244,8 +147,8 @@ class _Command:
             for pid in pids:
                 try:
                     os.kill(pid, sig)
-                except OSError:
-                    pass
+                except ProcessLookupError:
+                    continue  # already exited: nothing to stop
             try:
                 self.proc.wait(timeout=2)
                 return
@@ -262,11 +165,10 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
     for n in notes:
         note(n)
     t0 = time.monotonic_ns()
-    plans, skipped, btf, view = prepare(opts)
+    plans, skipped, btf, view = prepare("watch", opts.backend, follow=opts.follow, by_pid=opts.by_pid)
     names = state_names_from_btf(btf) or dict(TCP_STATES_FALLBACK)
-    flags = offsets(btf) + filter_defines(opts, names)
     try:
-        session, plan = load_first(plans, lambda plan: WatchSession(plan, flags), skipped, progress)
+        session, plan = load_first(plans, skipped, btf, progress, filter_defines(opts, names))
     except KeyboardInterrupt:
         raise UserError("interrupted before the watch began", exit_code=130) from None
     marks = [UserMark(START_MARK, t0), UserMark("probes attached", time.monotonic_ns())]

@@ -75,3 +75,6 @@ def ret_name(ret: int) -> str:
 def err_name(e: int) -> str:
     """An sk_err value: 32 becomes EPIPE, 0 stays 0."""
     return errno_name(e) if e else "0"
+
+# A task's name (comm) keeps 15 bytes and a NUL: TASK_COMM_LEN, include/linux/sched.h (v6.1, v6.12).
+TASK_COMM_LEN = 16

@@ -1,11 +1,13 @@
 """Kernel struct offsets from the running kernel's BTF, as -D flags for bpf/.
 
-The pure functions that turn kernel facts into compile-time constants for the
-BPF C (see bpf/sock_read.h for why no struct header is included).
+Every table of struct fields the BPF C reads lives here (see bpf/sock_read.h
+for why no struct header is included), with the pure functions that turn
+them into compile-time constants.
 """
 from __future__ import annotations
 
-from tracer.kernel.btf import Btf, FieldLoc
+from tracer.errors import UserError
+from tracer.kernel.btf import Btf, BtfError, FieldLoc
 
 # macro name -> (struct, member path): the socket fields every backend reads
 SOCK_FIELDS = {
@@ -23,7 +25,8 @@ SOCK_FIELDS = {
     "OFF_DEV_NET": ("net_device", "nd_net.net"),
     "OFF_TW_SUBSTATE": ("inet_timewait_sock", "tw_substate"),
 }
-# fd -> socket, for the write(2) tracepoints: task->files->fdt->fd[fd]->private_data->sk
+# fd -> socket, for the syscall tracepoints (bpf/shared/fd_sock.bpf.c):
+# task->files->fdt->fd[fd]->private_data->sk
 FD_FIELDS = {
     "OFF_TASK_FILES": ("task_struct", "files"),
     "OFF_FILES_FDT": ("files_struct", "fdt"),
@@ -31,6 +34,19 @@ FD_FIELDS = {
     "OFF_FILE_PRIVATE": ("file", "private_data"),
     "OFF_SOCKET_FILE": ("socket", "file"),
     "OFF_SOCKET_SK": ("socket", "sk"),
+}
+# The watch's: a socket's addresses when it joins, and whether an fd's socket is TCP (bpf/watch/).
+WATCH_FIELDS = {
+    "OFF_SKC_FAMILY": ("sock", "__sk_common.skc_family"),
+    "OFF_SKC_RCV_SADDR": ("sock", "__sk_common.skc_rcv_saddr"),
+    "OFF_SKC_DADDR": ("sock", "__sk_common.skc_daddr"),
+    "OFF_SK_PROTOCOL": ("sock", "sk_protocol"),
+    "OFF_SK_TYPE": ("sock", "sk_type"),
+}
+# Only with CONFIG_IPV6 (struct sock_common has them under #if IS_ENABLED(CONFIG_IPV6)).
+V6_FIELDS = {
+    "OFF_SKC_V6_RCV_SADDR": ("sock", "__sk_common.skc_v6_rcv_saddr"),
+    "OFF_SKC_V6_DADDR": ("sock", "__sk_common.skc_v6_daddr"),
 }
 
 
@@ -47,3 +63,25 @@ def cflags(locs: dict[str, FieldLoc]) -> list[str]:
         bits = shut.bit_size or shut.size * 8
         flags += [f"-DSK_SHUTDOWN_SHIFT={shut.bit_shift}", f"-DSK_SHUTDOWN_MASK={(1 << min(bits, 8)) - 1:#x}"]
     return flags
+
+
+def struct_offsets(btf: Btf, *, fd: bool = False, watch: bool = False) -> list[str]:
+    """The -D offset flags for a BPF text: SOCK_FIELDS always; FD_FIELDS for the
+    programs that find a socket from an fd; WATCH_FIELDS (and V6_FIELDS when the
+    kernel has IPv6) for the watch. A UserError when a field is not in BTF."""
+    fields = {**SOCK_FIELDS, **(FD_FIELDS if fd else {}), **(WATCH_FIELDS if watch else {})}
+    try:
+        locs = field_locations(btf, fields)
+    except BtfError as exc:
+        raise UserError(f"a kernel struct field is missing from BTF: {exc}", "report this kernel version") from None
+    if watch:
+        try:
+            locs.update(field_locations(btf, V6_FIELDS))
+        except BtfError:
+            # A kernel without CONFIG_IPV6: bpf/watch/common.bpf.c then reports IPv4 addresses only.
+            pass
+        for macro in ("OFF_SK_PROTOCOL", "OFF_SK_TYPE"):
+            if locs[macro].bit_size or locs[macro].size != 2:
+                raise UserError(f"sock.{WATCH_FIELDS[macro][1]} is not a 16-bit field on this kernel (a bitfield "
+                                "before 5.6)", "use a newer kernel")
+    return cflags(locs)

@@ -17,8 +17,10 @@ _CLONE = re.compile(r"\.(isra|constprop|part|cold|llvm)(\.|$)")
 
 
 def find_tracefs(candidates=TRACEFS_CANDIDATES) -> Path | None:
+    """Where tracefs is mounted and readable by this user (it is mode 0700, for root
+    only, on most systems; os.access answers where Path.exists() would raise EACCES)."""
     for c in candidates:
-        if (c / "available_events").exists():
+        if os.access(c / "available_events", os.R_OK):
             return c
     return None
 

@@ -9,10 +9,6 @@ from __future__ import annotations
 import ctypes
 import enum
 from dataclasses import dataclass, fields
-from pathlib import Path
-
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
-HEADER = BPF_DIR / "halfclose.h"
 
 
 class Kind(enum.IntEnum):

@@ -1,0 +1,38 @@
+"""pyproject.toml ships what the tool needs: every package under tracer/ (they are
+listed, since tracer.bpf is mapped from the top-level bpf/ and cannot be found),
+and every file of bpf/ as package data. tests/live/test_install.py installs it."""
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import pytest
+
+from tracer.collect import sources
+
+ROOT = Path(__file__).resolve().parents[2]
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+
+def setuptools_config() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_every_package_is_listed_and_bpf_is_mapped_into_it():
+    config = setuptools_config()
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "tracer").rglob("__init__.py")}
+    assert set(config["packages"]) == found | {"tracer.bpf"}
+    assert config["package-dir"] == {"tracer.bpf": "bpf"}
+
+
+def test_every_bpf_file_is_package_data():
+    patterns = setuptools_config()["package-data"]["tracer.bpf"]
+    bpf = ROOT / "bpf"
+    files = [str(p.relative_to(bpf)) for p in bpf.rglob("*") if p.is_file()]
+    assert files
+    for rel in files:
+        assert any(fnmatch.fnmatch(rel, pat) and rel.count("/") == pat.count("/") for pat in patterns), rel
+
+
+def test_bpf_dir_in_a_checkout_is_the_top_level_bpf():
+    assert sources.bpf_dir() == ROOT / "bpf"
