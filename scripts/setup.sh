@@ -75,9 +75,14 @@ fi
 extras=""
 [ "$VM" = 1 ] && extras="vm"
 [ "$TEST" = 1 ] && extras="vm,test"
+# matplotlib (--svg) comes with this install as PyPI's wheel, not from Debian: bookworm's
+# python3-matplotlib pulls in Tk and, through python3-fonttools, scipy, sympy and the boost
+# headers (55 packages with --no-install-recommends); the wheel's eight dependencies (numpy,
+# pillow, fonttools, ...) go into the venv only.
 say "pip install -e .${extras:+[$extras]}"
 quiet "$VENV/bin/pip" install --disable-pip-version-check -e ".${extras:+[$extras]}"
-"$VENV/bin/python" -c 'import bcc, click, rich' || { echo "setup.sh: the venv cannot import bcc, click and rich" >&2; exit 1; }
+"$VENV/bin/python" -c 'import bcc, click, rich, matplotlib' ||
+    { echo "setup.sh: the venv cannot import bcc, click, rich and matplotlib" >&2; exit 1; }
 
 # The tool on root's PATH, as `sudo trace-halfclose` expects.
 ln -sfn "$VENV/bin/trace-halfclose" /usr/local/bin/trace-halfclose

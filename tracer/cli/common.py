@@ -1,8 +1,12 @@
 """What the commands share: the examples, errors as one line and a remedy, showing runs."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+from pathlib import Path
+
+import click
 
 from tracer.errors import UserError
 
@@ -13,6 +17,7 @@ Examples:
   sudo trace-halfclose --scenario all      every variant, observed beside the source's prediction
   sudo trace-halfclose --check             exit 1 unless the kernel did what its source says
   sudo trace-halfclose --json | jq .       NDJSON for machines (see README)
+  sudo trace-halfclose --ladder            the exchange as a ladder diagram (--svg FILE: as a picture)
   sudo trace-halfclose --record r.jsonl    then `trace-halfclose replay r.jsonl` anywhere
   sudo trace-halfclose vm                  boot a distro kernel with kprobes and run it there
   trace-halfclose scenarios                the scenarios and what the source predicts
@@ -25,6 +30,15 @@ inside tcp_sendmsg_locked is inferred and marked so.
 
 
 
+def ladder_options(command):
+    """--ladder and --svg FILE, the same on every command that shows a timeline."""
+    command = click.option("--svg", metavar="FILE",
+                           help="Also draw the ladder diagram into FILE, an SVG picture (a browser opens it).")(command)
+    return click.option("--ladder", is_flag=True,
+                        help="Show the exchange as a ladder diagram: client and server lines, each side's "
+                             "kernel state beside its line, the packets as arrows between them.")(command)
+
+
 def fail(exc: UserError) -> None:
     from tracer.display import console
 
@@ -32,9 +46,43 @@ def fail(exc: UserError) -> None:
     sys.exit(exc.exit_code)
 
 
-def show(recs, as_json: bool, check: bool) -> None:
+def check_outputs(as_json: bool, ladder: bool, svg: str | None) -> None:
+    """Before anything is traced: --ladder is for people (not with --json), and --svg FILE
+    must be a file that can be written. A problem is one line, exit status 2."""
+    if as_json and ladder:
+        fail(UserError("--ladder draws for people and --json writes for machines: give one of them "
+                       "(--svg FILE writes the ladder with either)"))
+    if svg is None:
+        return
+    if importlib.util.find_spec("matplotlib") is None:  # found, not imported: that waits for the drawing
+        fail(UserError("--svg draws with matplotlib, which is not installed: run scripts/setup.sh again "
+                       "(or pip install matplotlib in the tool's venv)"))
+    path = Path(svg)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        fail(UserError(f"--svg {svg}: is a directory; give a file name, such as ladder.svg"))
+    if not parent.is_dir():
+        fail(UserError(f"--svg {svg}: no directory {parent}"))
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        fail(UserError(f"--svg {svg}: not writable"))
+
+
+def write_svg(ladders, svg: str) -> None:
+    """The ladders into the SVG file (matplotlib is imported only now)."""
+    from tracer.display import console, svg as drawing
+
+    try:
+        drawing.write(ladders, svg)
+    except OSError as exc:
+        fail(UserError(f"--svg {svg}: cannot write it: {exc.strerror or exc}"))
+    console.note(f"ladder diagram written to {svg}")
+
+
+def show(recs, as_json: bool, check: bool, ladder: bool = False, svg: str | None = None) -> None:
     """Annotate, judge and display one run (with the article's claims for `close`)
-    or a matrix of runs; with check, exit 1 unless everything is as the source predicts."""
+    or a matrix of runs; with check, exit 1 unless everything is as the source predicts.
+    ladder: the timeline as a ladder diagram (one per scenario before the matrix);
+    svg: also draw the ladders into that file."""
     from tracer.process.annotate import annotate
     from tracer.process.claims import check_all
     from tracer.process.verdicts import check as check_scenario
@@ -54,12 +102,22 @@ def show(recs, as_json: bool, check: bool) -> None:
         out = console.out_console()
         if len(judged) == 1:
             tl, claims, verdict = judged[0]
-            console.timeline(tl, out)
+            console.timeline(tl, out, as_ladder=ladder)
             if claims:
                 console.claims(claims, out)
             console.scenario_verdict(verdict, out)
         else:
+            if ladder:
+                from tracer.display.ladder import of_timeline
+
+                for tl, _, _ in judged:
+                    console.ladder(of_timeline(tl), out)
+                    out.print()
             console.matrix([(tl, verdict) for tl, _, verdict in judged], out)
+    if svg:
+        from tracer.display.ladder import of_timeline
+
+        write_svg([of_timeline(tl) for tl, _, _ in judged], svg)
     ok = all(v.ok and all(c.as_expected for c in claims) for _, claims, v in judged)
     if check and not ok:
         sys.exit(1)

@@ -4,17 +4,19 @@ from __future__ import annotations
 import click
 
 from tracer.errors import UserError
-from tracer.cli.common import fail, show
+from tracer.cli.common import check_outputs, fail, ladder_options, show
 
 
 @click.command()
 @click.argument("recording", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="NDJSON on stdout.")
 @click.option("--check", is_flag=True, help="Exit status 1 unless everything is as the source reading expects.")
-def replay(recording, as_json, check) -> None:
+@ladder_options
+def replay(recording, as_json, check, ladder, svg) -> None:
     """Annotate a recording saved with --record (no root, no BPF needed)."""
     from tracer.record.recording import Recording, WatchRecordingGiven
 
+    check_outputs(as_json, ladder, svg)
     try:
         recs = Recording.load_all(recording)
     except WatchRecordingGiven as exc:
@@ -22,4 +24,4 @@ def replay(recording, as_json, check) -> None:
                        "a watch recording is replayed with `trace-halfclose watch --replay FILE`"))
     except (OSError, ValueError) as exc:
         fail(UserError(f"cannot read {recording}: {exc}", "give a file written by `trace-halfclose --record`"))
-    show(recs, as_json, check)
+    show(recs, as_json, check, ladder, svg)

@@ -6,7 +6,7 @@ import sys
 import click
 
 from tracer.errors import UserError
-from tracer.cli.common import EPILOG, fail, show
+from tracer.cli.common import EPILOG, check_outputs, fail, ladder_options, show
 
 
 @click.command(epilog=EPILOG)
@@ -34,21 +34,25 @@ from tracer.cli.common import EPILOG, fail, show
               help="Exit status 1 unless every claim got the verdict, and every scenario the results, that the "
                    "tool's own reading of the kernel source expects for this kernel.")
 @click.option("--ebpf", is_flag=True, help="Print the BPF C program and exit (as bcc tools do).")
-def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, check, ebpf) -> None:
+@ladder_options
+def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, check, ebpf, ladder, svg) -> None:
     """Run the reproduction and annotate each write with its kernel path.
 
     A server and a client (SIGPIPE ignored) in a private network namespace:
     the client connects, the server closes, and once the client's socket is
     seen in CLOSE_WAIT the client writes WRITES times.
     """
+    check_outputs(as_json, ladder, svg)  # before anything is loaded or traced
     from tracer.display import console
     from tracer.collect.repro import ReproOptions
 
     if ebpf:
-        from tracer.record.event import BPF_DIR
+        from tracer.collect.prepare import ebpf_listing
 
-        for name in ("halfclose.h", "sock_read.h", "halfclose.bpf.c"):
-            click.echo(f"/* ---- bpf/{name} ---- */\n" + (BPF_DIR / name).read_text())
+        try:
+            click.echo(ebpf_listing("repro", backend), nl=False)
+        except UserError as exc:
+            fail(exc)
         return
     from tracer.collect.runner import collect
 
@@ -71,4 +75,4 @@ def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, chec
         with open(record, "w", encoding="utf-8") as f:
             for rec in recs:
                 rec.dump(f)
-    show(recs, as_json, check)
+    show(recs, as_json, check, ladder, svg)

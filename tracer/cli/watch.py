@@ -6,7 +6,26 @@ import sys
 import click
 
 from tracer.errors import UserError
-from tracer.cli.common import fail, stdout_gone
+from tracer.cli.common import check_outputs, fail, ladder_options, stdout_gone, write_svg
+
+
+class AlsoSvg:
+    """A watch's sink that passes everything on, then draws the watch's ladders into --svg FILE."""
+
+    def __init__(self, sink, path: str):
+        self.sink, self.path = sink, path
+
+    def start(self, wrec) -> None:
+        self.sink.start(wrec)
+
+    def connection(self, ct) -> None:
+        self.sink.connection(ct)
+
+    def end(self, wrec, cts) -> None:
+        from tracer.display.ladder import of_watch
+
+        self.sink.end(wrec, cts)
+        write_svg(of_watch(cts), self.path)
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -24,8 +43,9 @@ from tracer.cli.common import fail, stdout_gone
               help="Annotate a watch saved with --record (no root, no BPF needed).")
 @click.option("--backend", type=click.Choice(["auto", "kprobe", "fentry", "tracepoint"]), default="auto",
               show_default=True, help="How to trace, as for the reproduction.")
+@ladder_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def watch(pids, comm, port, duration, as_json, record, replay_file, backend, command) -> None:
+def watch(pids, comm, port, duration, as_json, record, replay_file, backend, ladder, svg, command) -> None:
     """Annotate the writes of any program: every write, send, sendto, sendmsg
     and writev on a watched TCP socket, with the kernel path of its result, and
     the socket's FIN, RST, sk_err and close, connection by connection.
@@ -46,12 +66,15 @@ def watch(pids, comm, port, duration, as_json, record, replay_file, backend, com
     from tracer.display import console
     from tracer.process.connections import WatchRecording, show
 
+    check_outputs(as_json, ladder, svg)
     if as_json:
         from tracer.display.ndjson import WatchJson
 
         sink = WatchJson(sys.stdout)
     else:
-        sink = console.WatchConsole()
+        sink = console.WatchConsole(as_ladder=ladder)
+    if svg:
+        sink = AlsoSvg(sink, svg)
     if replay_file:
         if pids or comm or port or command or duration or record:
             fail(UserError("--replay takes no filter, command, --duration or --record",

@@ -1,4 +1,4 @@
-"""Display: the rich timeline for people. The only module that imports rich."""
+"""Display: the rich timeline and ladder diagram for people. The only module that imports rich."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +8,9 @@ from typing import Iterator
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from tracer.display import ladder as ladders
 from tracer.display import words
 from tracer.kernel.names import err_name, ret_name, shutdown_name
 from tracer.process.timeline import UNTRACED_CALL, IoNote, KernelNote, MarkNote, Timeline
@@ -119,7 +121,8 @@ def _backend_lines(console: Console, title: str, rec) -> None:
         console.print(f"not on this kernel: {', '.join(rec.missing)}", style="dim")
 
 
-def timeline(tl: Timeline, console: Console | None = None) -> None:
+def timeline(tl: Timeline, console: Console | None = None, as_ladder: bool = False) -> None:
+    """The reproduction's timeline: item by item, or (as_ladder) as a ladder diagram."""
     console = console or Console(highlight=False)
     rec = tl.recording
     _backend_lines(console, "trace-halfclose", rec)
@@ -130,9 +133,29 @@ def timeline(tl: Timeline, console: Console | None = None) -> None:
         style="dim",
     )
     console.print()
-    _items(console, tl, tl.items)
+    if as_ladder:
+        ladder(ladders.of_timeline(tl), console)
+    else:
+        _items(console, tl, tl.items)
     console.print()
     _findings(console, tl, "What the kernel showed")
+
+
+# The ladder's roles (display/ladder.py) in the timeline's colours: the client bold, the
+# server dim, times cyan, user space blue, results green or red, placements magenta.
+LADDER_STYLE = {"title": "bold", "subtitle": "dim", "header": "bold", "time": "cyan", "client": "bold",
+                "server": "dim", "call": "bold", "ok": "green", "error": "red", "where": "magenta",
+                "mark": "blue", "other": "dim", "teardown": "dim"}
+
+
+def ladder(ld, console: Console | None = None) -> None:
+    """A ladder diagram (display/ladder.py) at the console's width."""
+    console = console or out_console()
+    for line in ladders.text(ld, console.width):
+        out = Text()
+        for span in line:
+            out.append(span.text, LADDER_STYLE.get(span.role, ""))
+        console.print(out, no_wrap=True, overflow="crop")
 
 
 VERDICT_STYLE = {"verified": "green", "refuted": "red", "imprecise": "yellow", "not-observed": "dim"}
@@ -252,6 +275,29 @@ def watch_header(wrec, console: Console) -> None:
 
 def watch_connection(ct, console: Console) -> None:
     """One connection: who, where, then its timeline, as the reproduction's."""
+    _connection_head(ct, console)
+
+    def by_whom(w: IoNote) -> None:
+        k = ct.call_of(w)
+        call = f"{k.name}(2)" if k.name != UNTRACED_CALL else f"{UNTRACED_CALL} (its caller is not traced)"
+        console.print(f"{'':14}[dim]{call} on fd {_fd(k.fd)} by {escape(k.comm)} (pid {k.pid})[/]")
+
+    _items(console, ct.timeline, ct.items, sides=False, after_write=by_whom)
+    _connection_tail(ct, console)
+
+
+def watch_ladder(ct, peer, console: Console) -> None:
+    """A connection, with its peer when both ends were watched, as one ladder diagram."""
+    ends = [ct] if peer is None else sorted((ct, peer), key=lambda c: c.conn.conn)
+    for c in ends:
+        _connection_head(c, console)
+    console.print()
+    ladder(ladders.of_connection(ct) if peer is None else ladders.of_pair(ct, peer), console)
+    for c in ends:
+        _connection_tail(c, console)
+
+
+def _connection_head(ct, console: Console) -> None:
     c = ct.conn
     who = "; ".join(f"{escape(comm)} (pid {pid}), fd {_fd(fd)}" for pid, comm, fd in ct.writers)
     if not who and ct.connected_by:
@@ -262,12 +308,9 @@ def watch_connection(ct, console: Console) -> None:
     console.print(f"[bold]connection #{c.conn}[/]  {_endpoint(ct.laddr, ct.lport)} → "
                   f"{_endpoint(ct.raddr, ct.rport)}  {who}{peer}")
 
-    def by_whom(w: IoNote) -> None:
-        k = ct.call_of(w)
-        call = f"{k.name}(2)" if k.name != UNTRACED_CALL else f"{UNTRACED_CALL} (its caller is not traced)"
-        console.print(f"{'':14}[dim]{call} on fd {_fd(k.fd)} by {escape(k.comm)} (pid {k.pid})[/]")
 
-    _items(console, ct.timeline, ct.items, sides=False, after_write=by_whom)
+def _connection_tail(ct, console: Console) -> None:
+    """Calls whose return was not seen, and the connection's findings."""
     for k in ct.calls:
         if k.ret is None:
             console.print(f"[cyan]{_ms(k.t_start_ns - ct.timeline.t0_ns)}[/]  {k.name} on fd {_fd(k.fd)}: "
@@ -290,16 +333,31 @@ def watch_end(wrec, cts, console: Console) -> None:
 
 
 class WatchConsole:
-    """A watch for people, connection by connection as they end (a tracer.watch.Sink)."""
+    """A watch for people, connection by connection as they end (a tracer.watch.Sink).
 
-    def __init__(self, console: Console | None = None):
+    as_ladder: each connection as a ladder diagram; one whose peer is watched too waits
+    for it, and the two are drawn as one ladder when the second ends."""
+
+    def __init__(self, console: Console | None = None, as_ladder: bool = False):
         self.console = console or out_console()
+        self.as_ladder = as_ladder
+        self.waiting: dict[int, object] = {}  # conn -> a connection waiting for its peer
 
     def start(self, wrec) -> None:
         watch_header(wrec, self.console)
 
     def connection(self, ct) -> None:
-        watch_connection(ct, self.console)
+        if not self.as_ladder:
+            watch_connection(ct, self.console)
+        elif ct.peer in self.waiting:
+            watch_ladder(ct, self.waiting.pop(ct.peer), self.console)
+        elif ct.peer is not None:
+            self.waiting[ct.conn.conn] = ct
+        else:
+            watch_ladder(ct, None, self.console)
 
     def end(self, wrec, cts) -> None:
+        for ct in self.waiting.values():  # its peer never ended: drawn alone
+            watch_ladder(ct, None, self.console)
+        self.waiting.clear()
         watch_end(wrec, cts, self.console)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import signal
 
 from tracer.kernel.names import err_name, ret_name, shutdown_name
-from tracer.process.timeline import Branch, CallFacts, Finding, Hook, IoNote, PathStep, Placement, Timeline
+from tracer.process.timeline import (Branch, CallFacts, Finding, Hook, IoNote, KernelNote, PathStep, Placement,
+                                     Timeline)
+from tracer.record.event import Kind
 
 SYSCALLS = ("write", "sendto", "sendmsg", "writev", "read")
 
@@ -232,3 +234,127 @@ def command_end(status: int) -> str:
     except ValueError:
         name = f"signal {-status}"
     return f"the command was killed by {name}"
+
+
+# --- the ladder (display/ladder.py lays these out; console.py and svg.py draw them) ---------
+
+# A call's reason in one line, per branch: the ladder's mark on the client's line
+# has room for the deciding step only (the timeline and findings carry the full path).
+REASON_WORDS = {
+    Branch.QUEUED: "{state} may send, sk_err 0 → queued",
+    Branch.WAIT_SOCK_ERROR: "{state} → sk_stream_wait_connect: sock_error() took sk_err {sk_err}",
+    Branch.WAIT_STATE: "{state}, sk_err 0 → sk_stream_wait_connect → -EPIPE",
+    Branch.WAIT_OTHER: "{state} → sk_stream_wait_connect returned {wait_ret}",
+    Branch.WAIT_NO_RETURN: "{state} → sk_stream_wait_connect (its return not seen)",
+    Branch.WAIT_UNTRACEABLE: "{state} → sk_stream_wait_connect (not traceable here)",
+    Branch.ERR_CHECK: "{why} → the sk_err/SEND_SHUTDOWN check → do_error",
+    Branch.NO_WAIT: "{state}, no sk_stream_wait_connect → {result}",
+    Branch.UNDECIDED: "the values single out no branch",
+    Branch.EOF: "receive side shut by the FIN, nothing queued → end of file",
+    Branch.READ_ERROR: "{func} returned {ret}",
+    Branch.READ_DATA: "{bytes} bytes were queued",
+}
+
+
+def reason(w: IoNote) -> str:
+    """Why a call got its result, in one line: the deciding branch, marked when inferred."""
+    d, b = w.decision, w.decision.branch
+    if b == Branch.NO_EVENTS:
+        return "not seen in the kernel"
+    if b == Branch.NO_RETURN:
+        return "its return was not seen"
+    return ("inferred: " if d.inferred else "") + REASON_WORDS[b].format(**_names(d.values))
+
+
+def short_result(w: IoNote) -> str:
+    """A call's result as the ladder shows it: 6, EPIPE, killed by SIGPIPE."""
+    if w.killed_by:
+        return f"killed by {w.killed_by}"
+    return str(w.ret) if w.ret >= 0 else (w.errno or str(w.ret))
+
+
+def call_mark(w: IoNote) -> str:
+    """A write or read on the client's line, up to its result: `write 1 (6 bytes) → `."""
+    size = f" ({w.size} bytes)" if w.size >= 0 and w.op == "write" else ""
+    return f"{call_label(w)}{size} → "
+
+
+def packet(v: dict) -> str:
+    """A packet on its arrow: tcpdump's flags, relative seq and ack, the length when not 0."""
+    ack = f" ack {v['ack']}" if v.get("ack") is not None else ""
+    length = f" len {v['length']}" if v.get("length") else ""
+    return f"{v['flags']} seq {v['seq']}{ack}{length}"
+
+
+def received(func: str, what: str) -> str:
+    """A segment known only from its receiver's kernel function (no packet was traced)."""
+    return f"{what} (seen by {func})"
+
+
+def state_change(old: str, new: str) -> str:
+    return f"{old} → {new}"
+
+
+def value_change(name: str, old: int, new: int) -> str:
+    """sk_err or sk_shutdown where it changed on a side's line."""
+    show = err_name if name == "sk_err" else shutdown_name
+    return f"{name} {show(old)} → {show(new)}"
+
+
+def ladder_step(n: KernelNote, apart: bool = False) -> str:
+    """A kernel step on its side's line; apart: a socket of neither side's (drawn across both),
+    named by its side. A listener's steps are named so: another socket than the server's."""
+    kind, v, func = n.event.kind, n.values, n.func
+    who = f"{n.side}: " if apart else ("listener " if n.side == "listener" else "")
+    if kind == Kind.SET_STATE:
+        return who + state_change(v["old_state"], v["state"])
+    if kind in (Kind.TCP_FIN, Kind.TCP_DONE):
+        if "state_after" in v:
+            return f"{who}{func}: {state_change(v['state'], v['state_after'])}"
+        return f"{who}{func} in {v['state']} (its return not seen)"
+    if kind in (Kind.TCP_RESET, Kind.RESET_TP):
+        return f"{who}{func}: RST in {v['state']}"
+    if kind == Kind.DONE_WITH_ERROR:
+        return f"{who}{func}: err {err_name(v['err'])}"
+    if kind == Kind.ERROR_REPORT:
+        return f"{who}{func}: sk_err {err_name(v['error'])}"
+    if kind in (Kind.SEND_RESET, Kind.ACTIVE_RESET):
+        return who + "RST sender: " + rst_sender(v["rst_sender"], v.get("state"), v.get("tw_substate"))
+    if kind == Kind.SIGNAL:
+        return f"{who}{v['signal']} ({v['result']})"
+    if kind == Kind.WATCH_DESTROY:
+        return f"{who}destroyed in {v['state']}"
+    return who + func
+
+
+def where_short(p: Placement | None) -> str:
+    """A step that ran inside a write after tcp_sendmsg_locked returned (an RST handled in
+    release_sock): the ladder's order cannot show that, as it shows a call at its start."""
+    if p is None or p.relation != "after_return":
+        return ""
+    return f"during write {p.write}, after tcp_sendmsg_locked returned {ret_name(p.ret)}"
+
+
+def ladder_title(scenario: str, kernel: str, backend: str, family: str) -> str:
+    return f"scenario {scenario} on Linux {kernel}, backend {backend}, {family}"
+
+
+def repro_column(side: str, family: str, port: int, pid: int | None = None) -> str:
+    """The reproduction's client or server, over its line."""
+    host = "[::1]" if family == "ipv6" else "127.0.0.1"
+    return f"{side} {host}:{port}" + (f" (pid {pid})" if pid else "")
+
+
+def watch_column(conn: int | None, addr: str | None, port: int, writers=()) -> str:
+    """A watched connection over its line, with the tasks that wrote on it ((pid, comm, fd)
+    each); conn None: the other end, not watched."""
+    end = f"{'?' if addr is None else (f'[{addr}]' if ':' in addr else addr)}:{port or '?'}"
+    if conn is None:
+        return f"{end} (not watched)"
+    who = "; ".join(f"{comm} (pid {pid})" for pid, comm, _ in writers)
+    return f"#{conn} {end}" + (f" {who}" if who else "")
+
+
+def watch_title(conns: list[int], kernel: str, backend: str) -> str:
+    which = " and ".join(f"#{c}" for c in conns)
+    return f"connection{'s' if len(conns) > 1 else ''} {which} on Linux {kernel}, backend {backend}"
