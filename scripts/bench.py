@@ -1,41 +1,57 @@
 #!/usr/bin/env python3
-"""bench.py: what trace-halfclose's probes cost the rest of the machine.
+"""bench.py: what trace-halfclose's probes cost the rest of the machine, beside bpftrace.
 
 While the tool traces its reproduction, its hooks fire for every socket of
 the machine and filter in the kernel (first thing: the socket's network
 namespace, or the client's pid). This measures a loop of 64-byte writes on an
-unrelated loopback TCP connection (the host namespace, another process):
+unrelated loopback TCP connection (the host namespace, this process), under:
 
-  baseline        no BPF loaded
-  loaded          the tool's programs loaded and armed for another namespace
-  loaded+io       also the read/write syscall tracepoints the tracepoint backend
-                  attaches while its client does I/O (pid-filtered)
+  baseline      no BPF loaded
+  tool          the tool's programs loaded and armed for another namespace
+  tool+io       also the read/write/sendto syscall tracepoints the tracepoint
+                backend attaches while its client does I/O (pid-filtered)
+  bpftrace      bpftrace on the same tracepoints as `tool`, each filtered by a pid
+                that never matches (bpftrace cannot read a socket's netns there)
+  bpftrace+io   also the same syscall tracepoints, pid-filtered
 
-    sudo .venv/bin/python scripts/bench.py [--backend auto|kprobe|fentry|tracepoint] [--writes N]
-    sudo .venv/bin/trace-halfclose vm -- ...   (for kprobes: run this script in the VM, see README)
+Rounds are interleaved (baseline, tool, tool+io, bpftrace, bpftrace+io,
+baseline, ...): each case loads its probes, measures, and unloads them, so a
+noisy neighbour hits every case alike. Printed per case: the median µs per
+write over the rounds, min–max, and the ratio to the baseline's median.
+Loading takes its time too: the tool compiles with bcc, bpftrace with LLVM.
 
-Prints one line per case: mean µs per write (median of 5 rounds) and the
-difference to the baseline.
+    sudo .venv/bin/python scripts/bench.py [--rounds 5] [--writes 100000]
+    apt-get install bpftrace            (the bpftrace cases are skipped without it)
+
+The tool's cases use the backend auto chooses here (the tracepoint backend
+on the 6.18 microVM); the bpftrace cases mirror that backend's hooks.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tracer.collect.plan import CLIENT_IO  # noqa: E402
 from tracer.collect.prepare import load_first, prepare  # noqa: E402
 
 PAYLOAD = b"x" * 64
+NO_PID = 1  # init: never the writer, so every filter says no
+ATTACH_S = 1.0  # bpftrace prints "Attaching N probes..." before attaching them
 
 
-def connection() -> tuple[socket.socket, threading.Thread]:
+def connection() -> socket.socket:
     """A loopback TCP connection whose reader drains everything in a thread."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -48,52 +64,132 @@ def connection() -> tuple[socket.socket, threading.Thread]:
         while peer.recv(1 << 16):
             pass
 
-    t = threading.Thread(target=drain, daemon=True)
-    t.start()
-    return cli, t
+    threading.Thread(target=drain, daemon=True).start()
+    return cli
 
 
-def per_write_us(n: int, rounds: int = 5) -> float:
-    cli, _ = connection()
+def per_write_us(cli: socket.socket, n: int) -> float:
     fd = cli.fileno()
-    results = []
-    for _ in range(rounds):
-        t0 = time.perf_counter_ns()
-        for _ in range(n):
-            os.write(fd, PAYLOAD)
-        results.append((time.perf_counter_ns() - t0) / n / 1000)
-    cli.close()
-    return statistics.median(results)
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        os.write(fd, PAYLOAD)
+    return (time.perf_counter_ns() - t0) / n / 1000
+
+
+class Tool:
+    """The tool's programs, loaded as the reproduction loads them, armed for no namespace."""
+
+    def __init__(self, backend: str, io: bool):
+        self.backend, self.io = backend, io
+        self.session = None
+
+    def start(self) -> None:
+        plans, skipped, btf, _ = prepare("repro", self.backend)
+        self.session, self.plan = load_first(plans, skipped, btf, lambda _msg: None)
+        self.session.trace_netns(1)  # no namespace has inode 1: every hook fires and filters out
+        self.session.trace_client(NO_PID, 1)
+        if self.io:
+            self.session.begin_client_io()
+
+    def stop(self) -> None:
+        self.session.close()
+
+
+class Bpftrace:
+    """bpftrace on the same tracepoints, each with a pid filter that never matches."""
+
+    def __init__(self, tracepoints: list[str]):
+        body = "".join(f"tracepoint:{tp} /pid == {NO_PID}/ {{ @n = count(); }}\n" for tp in tracepoints)
+        self.program, self.proc = body, None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["bpftrace", "-e", self.program], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        said = []
+        for line in self.proc.stdout:  # "Attaching N probes..." once they are in
+            if line.startswith("Attaching"):
+                time.sleep(ATTACH_S)  # it says so before it attaches; it has no "attached" line
+                return
+            said.append(line.strip())  # warnings (e.g. RLIMIT_MEMLOCK on kernels that account memcg)
+        raise RuntimeError(f"bpftrace did not attach (exit {self.proc.wait()}): {' | '.join(said)}")
+
+    def stop(self) -> None:
+        """SIGINT, as a user stops it; a SIGINT that comes while it still attaches can go unseen."""
+        for _ in range(5):
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=2)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        self.proc.kill()  # its probes go with its file descriptors
+        self.proc.wait()
+
+
+def chosen_backend(requested: str) -> str:
+    """The backend the tool loads here: auto tries kprobe, fentry, tracepoint (the kernel may refuse one)."""
+    plans, skipped, btf, _ = prepare("repro", requested)
+    session, plan = load_first(plans, skipped, btf, lambda _msg: None)
+    session.close()
+    return plan.backend
+
+
+def tracepoints_of(backend: str) -> tuple[list[str], list[str]]:
+    """The tracepoints the tool's plan attaches at load, and those during the client's I/O."""
+    plans, _, _, _ = prepare("repro", backend)
+    plan = plans[0]
+    at_load = [p.target for p in plan.probes if p.hook == "tracepoint" and p.attach != CLIENT_IO]
+    io = [p.target for p in plan.attached_at(CLIENT_IO)]
+    return at_load, io
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backend", default="auto")
-    ap.add_argument("--writes", type=int, default=100_000)
+    ap.add_argument("--backend", default="auto", help="the tool's backend (default: what auto chooses)")
+    ap.add_argument("--writes", type=int, default=100_000, help="writes per measurement")
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
 
-    print(f"kernel {os.uname().release}, {args.writes} writes of {len(PAYLOAD)} bytes per round")
-    base = per_write_us(args.writes)
-    print(f"  baseline              {base:6.2f} µs/write")
+    backend = chosen_backend(args.backend)
+    cases: dict[str, Callable[[], object] | None] = {
+        "baseline": None,
+        "tool": lambda: Tool(backend, io=False),
+        "tool+io": (lambda: Tool(backend, io=True)) if backend == "tracepoint" else None,
+    }
+    if backend != "tracepoint":
+        del cases["tool+io"]
+    if shutil.which("bpftrace") and backend == "tracepoint":
+        at_load, io = tracepoints_of(backend)
+        cases["bpftrace"] = lambda: Bpftrace(at_load)
+        cases["bpftrace+io"] = lambda: Bpftrace(at_load + io)
+    else:
+        print("bpftrace cases skipped: " + ("bpftrace is not installed (apt-get install bpftrace)"
+                                            if not shutil.which("bpftrace") else
+                                            f"they mirror the tracepoint backend, not {backend}"))
 
-    plans, skipped, btf, _ = prepare("repro", args.backend)
-    session, plan = load_first(plans, skipped, btf, lambda _msg: None)
-    try:
-        session.trace_netns(1)  # no namespace has inode 1: every hook fires and filters out
-        session.trace_client(1, 1)
-        loaded = per_write_us(args.writes)
-        print(f"  loaded ({plan.backend:<10})  {loaded:6.2f} µs/write  (+{loaded - base:.2f} µs, "
-              f"{(loaded / base - 1) * 100:+.0f} %)")
-        if plan.backend == "tracepoint":
-            session.begin_client_io()
-            io = per_write_us(args.writes)
-            session.end_client_io()
-            print(f"  loaded+io syscall tps {io:6.2f} µs/write  (+{io - base:.2f} µs, {(io / base - 1) * 100:+.0f} %)")
-        lost = session.lost()
-        events = len(session.poll(0))
-        print(f"  events that passed the filter: {events} (lost {lost})")
-    finally:
-        session.close()
+    print(f"kernel {os.uname().release}, tool backend {backend}, {args.writes} writes of {len(PAYLOAD)} bytes, "
+          f"{args.rounds} interleaved rounds")
+    cli = connection()
+    per_write_us(cli, args.writes // 10)  # warm up: the connection, the caches, the CPU's clock
+    results: dict[str, list[float]] = {name: [] for name in cases}
+    for r in range(args.rounds):
+        for name, make in cases.items():
+            probes = make() if make else None
+            if probes:
+                probes.start()
+            try:
+                results[name].append(per_write_us(cli, args.writes))
+            finally:
+                if probes:
+                    probes.stop()
+        print(f"  round {r + 1}: " + ", ".join(f"{n} {v[-1]:.2f}" for n, v in results.items()), flush=True)
+    cli.close()
+
+    base = statistics.median(results["baseline"])
+    print(f"\n{'case':<12} {'µs/write (median)':>18} {'min–max':>14} {'ratio':>7}")
+    for name, values in results.items():
+        med = statistics.median(values)
+        print(f"{name:<12} {med:18.3f} {min(values):6.3f}–{max(values):<7.3f} {med / base:7.2f}")
     return 0
 
 
