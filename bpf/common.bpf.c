@@ -5,7 +5,7 @@
  * and finds programs only in its main source text, so tracer/collect/sources.py
  * joins this part, the mode's parts and the backend's part into one text per
  * (mode, backend), each opened by a #line marker naming its file. Only
- * halfclose.h and sock_read.h, which hold no maps, are #included.
+ * halfclose.h, sock_read.h and args.h, which hold no maps, are #included.
  *
  * Kernel: the BPF ring buffer (5.8+) and bpf_probe_read_kernel (5.5+).
  */

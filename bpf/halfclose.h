@@ -22,7 +22,7 @@ enum hc_kind {
 	HC_TCP_FIN_RETURN = 12,      /* tcp_fin return */
 	HC_SET_STATE = 13,           /* sock:inet_sock_set_state; old_state -> state */
 	HC_RESET_TP = 14,            /* tcp:tcp_receive_reset (first thing in tcp_reset) */
-	HC_ERROR_REPORT = 15,        /* sock:inet_sk_error_report; value = error; ports (watch: also the sk) */
+	HC_ERROR_REPORT = 15,        /* sock:inet_sk_error_report; value = error; ports; sk: the one tcp_reset ran on */
 	HC_SEND_LENGTH = 16,         /* sock:sock_send_length (6.3+): sock_sendmsg returned value */
 	HC_WRITE_ENTER = 17,         /* syscalls:sys_enter_write; fd, value = count, socket fields via the fd */
 	HC_WRITE_EXIT = 18,          /* syscalls:sys_exit_write; fd, value = ret, socket fields via the fd */
@@ -65,6 +65,23 @@ struct hc_event {
 	__u8 sk_shutdown;   /* sk->sk_shutdown: RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2 */
 	__u8 tcp_flags;     /* PACKET: FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 */
 	char comm[16];
+};
+
+/* The bytes of one packet of struct hc_event's HC_PACKET, in the second ring
+ * buffer (`packets`, bpf/shared/capture.bpf.c), for --pcap and --packetdrill.
+ * ts_ns is the HC_PACKET event's own, so the two are paired exactly. data
+ * holds the packet from its network header on: the IP and TCP headers and up
+ * to 64 bytes of payload, as far as they are in the skb's linear data (on
+ * loopback, TCP's payload sits in page fragments, which BPF cannot read: then
+ * caplen ends with the TCP header). 280 bytes, no padding. */
+struct hc_packet {
+	__u64 ts_ns;        /* bpf_ktime_get_ns() of the HC_PACKET event */
+	__u32 netns;        /* network namespace inode the packet travelled in */
+	__u32 len;          /* the packet's length from the network header (IP total length) */
+	__u32 caplen;       /* bytes of data that hold it */
+	__u32 cpu;
+	__u8 data[256];     /* from the network header: IP (up to 60) + TCP (up to 60) + 64 payload bytes at most;
+	                     * 256 so that a length masked with 0xff is in bounds for the verifier */
 };
 
 #endif

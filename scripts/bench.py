@@ -87,7 +87,7 @@ class Tool:
         plans, skipped, btf, _ = prepare("repro", self.backend)
         self.session, self.plan = load_first(plans, skipped, btf, lambda _msg: None)
         self.session.trace_netns(1)  # no namespace has inode 1: every hook fires and filters out
-        self.session.trace_client(NO_PID, 1)
+        self.session.trace_client(NO_PID)
         if self.io:
             self.session.begin_client_io()
 

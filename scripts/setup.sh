@@ -34,6 +34,12 @@ pkgs=(bpfcc-tools python3-bpfcc python3-venv iproute2 linux-headers-amd64)
 [ "$VM" = 1 ] && pkgs+=(linux-image-amd64 qemu-system-x86 busybox-static)
 # Tests boot both Debian kernels, 6.1 and 6.12, to compare them.
 [ "$TEST" = 1 ] && pkgs+=(vagrant bpftool linux-image-6.12-amd64 linux-headers-6.12-amd64 ncat gcc)
+# tests/live/test_native_pcap.py reads --pcap's file with both. tshark's install asks whether
+# non-root users may capture: answered here (no), so the install never waits for a person.
+if [ "$TEST" = 1 ]; then
+    pkgs+=(tcpdump tshark)
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+fi
 # Headers of the running kernel, when it is one Debian packages (not a microVM's).
 if [ ! -e "/lib/modules/$release/build" ] && ! installed "linux-headers-$release"; then
     apt_update
@@ -75,14 +81,15 @@ fi
 extras=""
 [ "$VM" = 1 ] && extras="vm"
 [ "$TEST" = 1 ] && extras="vm,test"
+# dpkt (--pcap, --packetdrill) is a dependency in pyproject.toml: this pip install brings it.
 # matplotlib (--svg) comes with this install as PyPI's wheel, not from Debian: bookworm's
 # python3-matplotlib pulls in Tk and, through python3-fonttools, scipy, sympy and the boost
 # headers (55 packages with --no-install-recommends); the wheel's eight dependencies (numpy,
 # pillow, fonttools, ...) go into the venv only.
 say "pip install -e .${extras:+[$extras]}"
 quiet "$VENV/bin/pip" install --disable-pip-version-check -e ".${extras:+[$extras]}"
-"$VENV/bin/python" -c 'import bcc, click, rich, matplotlib' ||
-    { echo "setup.sh: the venv cannot import bcc, click, rich and matplotlib" >&2; exit 1; }
+"$VENV/bin/python" -c 'import bcc, click, rich, matplotlib, dpkt' ||
+    { echo "setup.sh: the venv cannot import bcc, click, rich, matplotlib and dpkt" >&2; exit 1; }
 
 # The tool on root's PATH, as `sudo trace-halfclose` expects.
 ln -sfn "$VENV/bin/trace-halfclose" /usr/local/bin/trace-halfclose

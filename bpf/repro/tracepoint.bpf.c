@@ -10,26 +10,50 @@
  * syscall tracepoints (CONFIG_FTRACE_SYSCALLS); sock:sock_send_length 6.3+.
  */
 
+BPF_PERCPU_ARRAY(last_reset, u64, 1); /* the traced socket tcp_reset runs on, on this CPU */
+
 /* tcp_reset's first statement (net/ipv4/tcp_input.c, 6.1+): state and sk_err at entry. */
 TRACEPOINT_PROBE(tcp, tcp_receive_reset)
 {
+	int zero = 0;
+	u64 *last = last_reset.lookup(&zero);
+
 	if (!hc_traced(args->skaddr))
 		return 0;
+	if (last)
+		*last = (u64)args->skaddr;
 	return hc_emit(HC_RESET_TP, args->skaddr, 0);
 }
 
 #ifdef HAVE_inet_sk_error_report
-/* sk_error_report(): the error just stored in sk_err. The record has ports,
- * no socket: filtered on the reproduction's server port. */
+/* sk_error_report() (net/core/sock.c): the error just stored in sk_err. Its
+ * record has ports, no socket, and the host may use the same ports: after an
+ * RST it runs within tcp_reset, on the same CPU (tcp_reset ->
+ * tcp_done_with_error -> sk_error_report, net/ipv4/tcp_input.c, 6.1.192 and
+ * 6.12.117), so it is the report of the traced socket tcp:tcp_receive_reset
+ * just ran on -- if that socket is still in the traced namespace and its ports
+ * are the record's. Any other report is not the reproduction's. As
+ * bpf/watch/tracepoint.bpf.c does. */
 TRACEPOINT_PROBE(sock, inet_sk_error_report)
 {
 	int zero = 0;
-	u32 *port = target_port.lookup(&zero);
+	u64 *last = last_reset.lookup(&zero);
+	const void *sk;
+	u16 sport = 0, dport = 0;
 	struct hc_event e = {};
 
-	if (args->protocol != 6 || !port || !*port || (args->sport != *port && args->dport != *port))
+	if (args->protocol != 6 || !last || !*last)
 		return 0;
-	hc_fill(&e, HC_ERROR_REPORT, 0);
+	sk = (const void *)*last;
+	*last = 0;
+	if (!hc_traced(sk))
+		return 0;
+	/* The local port may already be 0 (tcp_done unhashed the socket). */
+	bpf_probe_read_kernel(&sport, sizeof(sport), (const char *)sk + OFF_SKC_NUM);
+	bpf_probe_read_kernel(&dport, sizeof(dport), (const char *)sk + OFF_SKC_DPORT);
+	if (__builtin_bswap16(dport) != args->dport || (sport && sport != args->sport))
+		return 0;
+	hc_fill(&e, HC_ERROR_REPORT, sk);
 	e.value = args->error;
 	e.sport = args->sport;
 	e.dport = args->dport;
@@ -57,10 +81,12 @@ int send_reset_tp(struct tcp_send_reset_args *args)
 #endif
 
 #ifdef HAVE_sock_send_length
-/* sock_sendmsg()'s return (net/socket.c, 6.3+): the result inside the kernel. */
+/* sock_sendmsg()'s return (net/socket.c, 6.3+): the result inside the kernel. For
+ * every socket family: the reproduction's own control socket (AF_UNIX, between its
+ * two processes) is in the traced namespace too, so TCP is checked first. */
 TRACEPOINT_PROBE(sock, sock_send_length)
 {
-	if (!hc_traced(args->sk))
+	if (args->protocol != 6 /* IPPROTO_TCP */ || !hc_traced(args->sk))
 		return 0;
 	return hc_emit(HC_SEND_LENGTH, args->sk, args->ret);
 }
@@ -86,6 +112,11 @@ static __always_inline int hc_write_event(u32 kind, s32 fd, s64 value)
 	if (!hc_traced(sk))
 		return 0;
 	hc_fill(&e, kind, sk);
+	/* The client's connected TCP socket has a remote port (skc_dport stays set after
+	 * tcp_done); the AF_UNIX socket it answers the tool on, in the same namespace, has
+	 * none: its writes are not the reproduction's. */
+	if (!e.dport)
+		return 0;
 	e.fd = fd;
 	e.value = value;
 	hc_submit(&e);

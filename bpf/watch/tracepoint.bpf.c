@@ -142,10 +142,11 @@ TRACEPOINT_PROBE(sock, inet_sk_error_report)
 #endif
 
 #ifdef HAVE_sock_send_length
-/* sock_sendmsg()'s return (net/socket.c, 6.3+), in the writer. */
+/* sock_sendmsg()'s return (net/socket.c, 6.3+), in the writer, for every socket
+ * family: TCP first, or a watched task's AF_UNIX socket would join the watch. */
 TRACEPOINT_PROBE(sock, sock_send_length)
 {
-	if (!hc_watch_sk(args->sk, 1))
+	if (args->protocol != 6 /* IPPROTO_TCP */ || !hc_watch_sk(args->sk, 1))
 		return 0;
 	return hc_emit(HC_SEND_LENGTH, args->sk, args->ret);
 }

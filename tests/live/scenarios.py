@@ -15,6 +15,10 @@ SCENARIOS = {
     # Every scenario under one loaded program, judged against the source (--check), and over IPv6.
     "all_json": {"args": ["--scenario", "all", "--check", "--json"]},
     "all_ipv6_json": {"args": ["--scenario", "all", "--ipv6", "--check", "--json"]},
+    # Every scenario with fentry (each argument at the slot the kernel's BTF gives) and with
+    # tracepoints (what this kernel's tracepoints can see: tests/live/test_vm_eras.py).
+    "fentry_all_json": {"args": ["--backend", "fentry", "--scenario", "all", "--check", "--json"]},
+    "tracepoint_all_json": {"args": ["--backend", "tracepoint", "--scenario", "all", "--check", "--json"]},
     # Ctrl-C while attached: probes and the reproduction's process must go away.
     "sigint": {"sigint": ["--delay", "30"]},
     # watch: the article's C client (compiled in the guest) against `ncat -l 9999`, watched by port

@@ -1,8 +1,9 @@
 """The joined BPF texts (tracer/collect/sources.py) against the plan table, for every
 mode and backend, without root, bcc or a kernel: each text is preprocessed with cpp
 and the plan's -D flags, with bcc's program macros spelled out as bcc defines them
-(TRACEPOINT_PROBE(c, e) is tracepoint__c__e, KFUNC_PROBE(f) kfunc__f,
-KRETFUNC_PROBE(f) kretfunc__f: src/cc/export/helpers.h of bcc 0.26).
+(TRACEPOINT_PROBE(c, e) is tracepoint__c__e, KFUNC_PROBE(f) kfunc__f and
+KRETFUNC_PROBE(f) kretfunc__f, with `unsigned long long *ctx`: BPF_PROG in
+src/cc/export/helpers.h of bcc 0.26).
 
 What bcc would otherwise only say at load: a program the plan attaches is not in
 the text; a program bcc attaches at load (kfunc__, kretfunc__, tracepoint__) is
@@ -22,23 +23,27 @@ from tests.conftest import require
 from tracer.collect import sources
 from tracer.collect.plan import BACKENDS, LOAD, MODES, PROBES, function_targets, plan_for, tracepoint_targets
 from tracer.kernel.view import KernelView
+from tests.unit.kernels import PROTOTYPES_5_15, RECORDED, recorded_prototypes
 
 CPP = shutil.which("cpp")
 BCC_MACROS = [
     "-DTRACEPOINT_PROBE(category,event)=int tracepoint__##category##__##event(void *args)",
-    "-DKFUNC_PROBE(event,args...)=int kfunc__##event(args)",
-    "-DKRETFUNC_PROBE(event,args...)=int kretfunc__##event(args)",
+    # BPF_PROG gives every program `unsigned long long *ctx`, the arguments' slots (helpers.h)
+    "-DKFUNC_PROBE(event,args...)=int kfunc__##event(unsigned long long *ctx, ##args)",
+    "-DKRETFUNC_PROBE(event,args...)=int kretfunc__##event(unsigned long long *ctx, ##args)",
 ]
 # What watch.filter_defines() gives for --port 9999 (one filter is required: #error otherwise).
 WATCH_FILTER = ["-DHC_WATCH_PORT=9999", "-DHC_TCP_SYN_SENT=2", "-DHC_TCP_SYN_RECV=3", "-DHC_TCP_LISTEN=10"]
 AUTOLOADED = re.compile(r"^(?:tracepoint|kfunc|kretfunc)__")
+PROTOS_6_1 = recorded_prototypes("6.1.0-57-amd64")  # where the arguments are (tests/unit/kernels.py)
 REQUIRED_ONLY = KernelView(  # a kernel with nothing optional: every HAVE_ guard is off
     kprobes=True, btf=True,
     functions=frozenset({"tcp_sendmsg_locked", "tcp_reset", "tcp_done"}),
     tracepoints=frozenset({"sock:inet_sock_set_state", "tcp:tcp_receive_reset", "syscalls:sys_enter_write",
-                           "syscalls:sys_exit_write", "task:task_newtask"}))  # the last: watch following a command
+                           "syscalls:sys_exit_write", "task:task_newtask"}),  # the last: watch following a command
+    prototypes=PROTOS_6_1)
 EVERYTHING = KernelView(kprobes=True, btf=True, functions=frozenset(function_targets()),
-                        tracepoints=frozenset(tracepoint_targets()))
+                        tracepoints=frozenset(tracepoint_targets()), prototypes=PROTOS_6_1)
 
 
 @pytest.fixture(scope="module")

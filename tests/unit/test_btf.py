@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 try:
-    from tracer.kernel.btf import Btf, BtfError, FieldLoc
+    from tracer.kernel.btf import Btf, BtfError, FieldLoc, FuncProto, Param
 except ImportError:  # plain `pytest` run: repo root may not be on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tracer.kernel.btf import Btf, BtfError, FieldLoc
+    from tracer.kernel.btf import Btf, BtfError, FieldLoc, FuncProto, Param
 
 (INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT,
  FUNC, FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64) = range(1, 20)
@@ -270,3 +270,107 @@ def test_vmlinux_offsets_match_bpftool(kbtf):
     for s, m in (("sock", "sk_err"), ("sock_common", "skc_state"),
                  ("sock_common", "skc_family"), ("net", "ns")):
         assert kbtf.field(s, m).byte_offset * 8 == bits_offset(s, m), (s, m)
+
+
+# ---- FUNC -> FUNC_PROTO: where each argument is ---------------------------------------------
+
+
+def add_func(b: BtfBuilder, name: str, params, ret: int = 0, variadic: bool = False) -> int:
+    """A FUNC named `name` whose FUNC_PROTO has params [(name, type_id)] and returns type ret."""
+    items = [(b.s(n), t) for n, t in params] + ([(0, 0)] if variadic else [])
+    proto = b.add(FUNC_PROTO, vlen=len(items), size_or_type=ret,
+                  trailer=b"".join(struct.pack("<II", n, t) for n, t in items))
+    return b.add(FUNC, name, size_or_type=proto)
+
+
+def kernel_types(b: BtfBuilder) -> dict[str, int]:
+    """The types the TCP prototypes use, as the kernel's BTF spells them."""
+    t = {"int": b.int_("int", 4), "uint": b.int_("unsigned int", 4), "ulong": b.int_("long unsigned int", 8),
+         "char": b.int_("char", 1)}
+    t["size_t"] = b.add(TYPEDEF, "size_t", size_or_type=t["ulong"])
+    for s in ("sock", "msghdr", "sk_buff"):
+        t[s] = b.composite(STRUCT, s, 8, [("x", t["ulong"], 0)])
+        t[f"{s} *"] = b.add(PTR, size_or_type=t[s])
+    t["int *"] = b.add(PTR, size_or_type=t["int"])
+    const_sock = b.add(CONST, size_or_type=t["sock"])
+    t["const sock *"] = b.add(PTR, size_or_type=const_sock)
+    user_char = b.add(TYPE_TAG, "user", size_or_type=b.add(CONST, size_or_type=t["char"]))
+    t["const char __user *"] = b.add(PTR, size_or_type=user_char)
+    return t
+
+
+def kernel_5_15() -> Btf:
+    """Linux 5.15.100's prototypes (net/ipv4/tcp.c, net/ipv4/tcp_input.c, fs/read_write.c)."""
+    b = BtfBuilder()
+    t = kernel_types(b)
+    add_func(b, "tcp_recvmsg", [("sk", t["sock *"]), ("msg", t["msghdr *"]), ("len", t["size_t"]),
+                                ("nonblock", t["int"]), ("flags", t["int"]), ("addr_len", t["int *"])], t["int"])
+    add_func(b, "tcp_sendmsg_locked", [("sk", t["sock *"]), ("msg", t["msghdr *"]), ("size", t["size_t"])], t["int"])
+    add_func(b, "tcp_reset", [("sk", t["sock *"]), ("skb", t["sk_buff *"])])
+    add_func(b, "tcp_v4_send_reset", [("sk", t["const sock *"]), ("skb", t["sk_buff *"])])
+    add_func(b, "ksys_write", [("fd", t["uint"]), ("buf", t["const char __user *"]), ("count", t["size_t"])],
+             t["ulong"])
+    return Btf(b.blob())
+
+
+def test_5_15_tcp_recvmsg_has_six_arguments_and_its_fexit_return_in_slot_6():
+    proto = kernel_5_15().func_proto("tcp_recvmsg")
+    assert proto.names == ("sk", "msg", "len", "nonblock", "flags", "addr_len")
+    assert (proto.position("sk"), proto.position("len"), proto.position("flags")) == (0, 2, 4)
+    assert proto.ret_slot == 6          # 6.1's program read it at ctx[5]: addr_len, an int * (the issue's refusal)
+    assert proto.params[5] == Param("addr_len", "int *") and proto.returns == "int"
+
+
+def test_5_15_tcp_sendmsg_locked_size_in_slot_2_return_in_slot_3():
+    proto = kernel_5_15().func_proto("tcp_sendmsg_locked")
+    assert proto.names == ("sk", "msg", "size")
+    assert (proto.position("sk"), proto.position("size"), proto.ret_slot) == (0, 2, 3)
+    assert [p.type for p in proto.params] == ["struct sock *", "struct msghdr *", "size_t"]
+
+
+def test_6_1_tcp_recvmsg_without_nonblock_returns_in_slot_5():
+    b = BtfBuilder()
+    t = kernel_types(b)
+    add_func(b, "tcp_recvmsg", [("sk", t["sock *"]), ("msg", t["msghdr *"]), ("len", t["size_t"]),
+                                ("flags", t["int"]), ("addr_len", t["int *"])], t["int"])
+    proto = Btf(b.blob()).func_proto("tcp_recvmsg")
+    assert proto.position("nonblock") is None and proto.position("flags") == 3 and proto.ret_slot == 5
+
+
+def test_types_are_spelled_as_in_c():
+    btf = kernel_5_15()
+    assert btf.func_proto("tcp_v4_send_reset").params[0].type == "const struct sock *"
+    assert btf.func_proto("ksys_write").params[1].type == "const char *"   # the __user type tag is not C
+    assert btf.func_proto("tcp_reset").returns == "void"
+
+
+def test_a_function_not_in_btf_a_variadic_one_and_disagreeing_statics_are_errors():
+    b = BtfBuilder()
+    t = kernel_types(b)
+    add_func(b, "printk", [("fmt", t["const char __user *"])], t["int"], variadic=True)
+    add_func(b, "helper", [("sk", t["sock *"])])            # two static functions of one name ...
+    add_func(b, "helper", [("skb", t["sk_buff *"]), ("sk", t["sock *"])])  # ... with other arguments
+    add_func(b, "same", [("sk", t["sock *"])])
+    add_func(b, "same", [("sk", t["sock *"])])              # identical duplicates are one prototype
+    btf = Btf(b.blob())
+    with pytest.raises(BtfError, match="no function named 'tcp_nope'"):
+        btf.func_proto("tcp_nope")
+    with pytest.raises(BtfError, match="variadic"):
+        btf.func_proto("printk")
+    with pytest.raises(BtfError, match=r"2 different prototypes in BTF: \(sk\); \(skb, sk\)"):
+        btf.func_proto("helper")
+    assert btf.func_proto("same").names == ("sk",)
+
+
+def test_sample_func_proto(btf):
+    proto = btf.func_proto("my_func")
+    assert proto == FuncProto("my_func", (Param("a", "unsigned int"), Param("b", "unsigned short")), "unsigned int")
+
+
+def test_vmlinux_prototypes(kbtf):
+    """The running kernel: the write path's prototype is the same from 4.18 to 6.18."""
+    proto = kbtf.func_proto("tcp_sendmsg_locked")
+    assert proto.names == ("sk", "msg", "size") and proto.ret_slot == 3
+    assert proto.params[0].type == "struct sock *"
+    recv = kbtf.func_proto("tcp_recvmsg")
+    assert recv.names[:3] == ("sk", "msg", "len") and recv.ret_slot == len(recv.params)

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from tracer.collect import sources
 from tracer.kernel import support as kernel_support
+from tracer.kernel.btf import BtfError
 from tracer.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,7 +226,12 @@ def kernel_without_kprobes(monkeypatch, tmp_path):
     monkeypatch.setattr(prepare, "require_root", lambda: None)  # pass the root check as root would
     monkeypatch.setattr(prepare, "ensure_tracefs", lambda *a, **k: tmp_path)
     monkeypatch.setattr(prepare, "headers_dir", lambda *a, **k: tmp_path)
-    monkeypatch.setattr(prepare, "load_btf", lambda: types.SimpleNamespace(func_exists=lambda name: True))
+    def not_in_btf(name):  # no prototypes, no enums: the view says positions unknown
+        raise BtfError(f"no {name} in this stand-in BTF")
+
+    monkeypatch.setattr(prepare, "load_btf", lambda: types.SimpleNamespace(func_exists=lambda name: True,
+                                                                           func_proto=not_in_btf,
+                                                                           enum_values=not_in_btf))
     monkeypatch.setattr(kernel_view, "kprobes_available", lambda tracefs: False)
 
     def no_bcc(*a, **k):
@@ -350,3 +356,71 @@ def test_vm_missing_kernel_fails_cleanly(fake_vng, tmp_path):
     assert_clean_failure(r, code=2)
     assert "vmlinuz-nope" in r.output
     assert "spec" not in fake_vng  # nothing was booted
+
+
+# --- bad input: one table, each refused before anything is loaded ------------------------
+
+from tests.unit import bad_inputs  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    return bad_inputs.files(tmp_path_factory.mktemp("bad"))
+
+
+def assert_one_error(output: str) -> None:
+    """The tool's error format: an `error:` line, at most a `  remedy:` line, nothing else."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert 1 <= len(lines) <= 2, lines
+    assert lines[0].startswith("error: "), lines
+    assert len(lines) == 1 or lines[1].startswith("  remedy: "), lines
+
+
+def test_the_table_has_at_least_50_bad_invocations():
+    assert len(bad_inputs.BAD) >= 50
+    assert len({case[0] for case in bad_inputs.BAD}) == len(bad_inputs.BAD)
+
+
+@pytest.mark.parametrize("args,text", [case[1:] for case in bad_inputs.BAD], ids=[case[0] for case in bad_inputs.BAD])
+def test_bad_input_is_one_error_line_and_exit_2(bad_files, args, text, monkeypatch):
+    import tracer.collect.prepare as prepare
+
+    def never(*a, **k):
+        raise AssertionError("bad input reached the kernel checks")
+
+    monkeypatch.setattr(prepare, "check_basics", never)  # refused before anything is checked or loaded
+    r = invoke(bad_inputs.filled(args, bad_files))
+    assert r.exit_code == 2, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert r.stdout == ""
+    assert_one_error(r.stderr)
+    assert text in flat(r.stderr), r.stderr
+    assert "Traceback" not in r.output
+
+
+def test_a_long_comm_is_said_before_anything_is_loaded(monkeypatch):
+    """The kernel keeps 15 bytes of a task's name (TASK_COMM_LEN): a longer --comm is matched
+    on its first 15, and the user is told so before the probes are loaded."""
+    from tracer.errors import UserError
+    import tracer.collect.watch as watch
+
+    seen = {}
+
+    def run(opts, *a, **k):
+        seen["comm"] = opts.comm
+        raise UserError("stopped here by the test")
+
+    monkeypatch.setattr(watch, "run", run)
+    r = invoke(["watch", "--comm", "a-program-with-a-34-character-name"])
+    assert seen["comm"] == "a-program-with-"
+    assert "the kernel keeps the first 15 bytes of a task's name (TASK_COMM_LEN" in flat(r.stderr)
+    assert "matching 'a-program-with-'" in r.stderr
+
+
+def test_a_comm_cut_inside_a_character_keeps_the_kernels_bytes():
+    from tracer.collect.watch import WatchOptions, check_options
+
+    name = "ééééééé€x"  # 14 bytes of é, then a 3-byte character the kernel cuts after its first byte
+    opts, notes = check_options(WatchOptions(comm=name))
+    assert opts.comm.encode(errors="surrogateescape") == name.encode()[:15]
+    assert "matching" in notes[0]

@@ -210,3 +210,40 @@ def test_event_from_json_accepts_int_sk_and_ignores_extra_keys():
     d["sk"] = ev.sk
     d["record"] = "event"
     assert Event.from_json(d) == ev
+
+
+# --- struct hc_packet: the packet bytes of the second ring buffer (bpf/shared/capture.bpf.c) ---
+
+
+@pytest.fixture(scope="module")
+def packet_fields(header_text):
+    return parse_struct(header_text, "hc_packet")
+
+
+def test_rawpacket_mirrors_struct_hc_packet(packet_fields, header_text):
+    assert [name for name, _ in events.RawPacket._fields_] == [name for _, name, _ in packet_fields]
+    ctypes_of = dict(events.RawPacket._fields_)
+    for ctype, name, n in packet_fields:
+        size, signed = C_TYPES[ctype]
+        t = ctypes_of[name]
+        if n is not None:  # __u8 data[256]
+            assert issubclass(t, ctypes.Array) and t._length_ == n and ctypes.sizeof(t._type_) == size, name
+            continue
+        assert ctypes.sizeof(t) == size and (t(-1).value < 0) == signed, name
+    offsets, size = _c_layout(packet_fields)
+    for name, off in offsets.items():
+        assert getattr(events.RawPacket, name).offset == off, name
+    # The header states its size: the C layout, the mirror and the sum of the fields agree (no padding).
+    stated = int(re.search(r"(\d+) bytes, no padding\. \*/\s*struct hc_packet\b", header_text).group(1))
+    assert size == stated == ctypes.sizeof(events.RawPacket)
+    assert size == sum(C_TYPES[t][0] * (n or 1) for t, _, n in packet_fields)
+
+
+def test_decode_packet_keeps_caplen_bytes(packet_fields):
+    data = bytes(range(60)) + b"\xff" * 196  # past caplen: a previous packet's leftovers in the scratch map
+    fmt = "<" + "".join(f"{n}s" if n else STRUCT_CODE[t] for t, _, n in packet_fields)
+    buf = struct.pack(fmt, 123456789, 4026532177, 72, 60, 1, data)
+    p = events.decode_packet_bytes(buf)
+    assert (p.ts_ns, p.netns, p.len, p.cpu, p.caplen) == (123456789, 4026532177, 72, 1, 60)
+    assert p.data == bytes(range(60))
+    assert events.Packet.from_json(p.to_json()) == p

@@ -36,3 +36,16 @@ def test_every_bpf_file_is_package_data():
 
 def test_bpf_dir_in_a_checkout_is_the_top_level_bpf():
     assert sources.bpf_dir() == ROOT / "bpf"
+
+
+def test_every_data_file_of_the_tracer_packages_is_package_data():
+    """Files beside the modules that the tool reads at run time (the kernel config fragment
+    `trace-halfclose vm --kconfig` prints) must ship in the wheel too."""
+    data = setuptools_config()["package-data"]
+    tracer = ROOT / "tracer"
+    files = [p for p in tracer.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
+             and "__pycache__" not in p.parts]
+    assert files
+    for f in files:
+        package = ".".join(f.parent.relative_to(ROOT).parts)
+        assert any(fnmatch.fnmatch(f.name, pat) for pat in data.get(package, ())), f

@@ -16,6 +16,10 @@ from tracer.record.event import KIND_FUNC, RETURN_KINDS
 from tracer.collect import sources
 from tracer.collect.plan import BACKEND, STATE_TP, by_target, candidates, functions_of, plan_for, rows
 from tracer.kernel.view import KernelView
+from tests.unit.kernels import recorded_prototypes
+
+# Where each function's arguments are: the BTF of Debian's 6.1.0-57 (tests/unit/kernels.py).
+PROTOS_6_1 = recorded_prototypes("6.1.0-57-amd64")
 
 # The reproduction's functions (kprobe/fentry) and its tracepoint backend's tracepoints, from the plan table.
 ALL = frozenset(functions_of("repro"))
@@ -25,7 +29,8 @@ REQUIRED = {"tcp_sendmsg_locked", "tcp_reset", "tcp_done"}  # see the module doc
 
 
 def view(functions=ALL, tracepoints=ALL_TPS, kprobes=True, btf=True) -> KernelView:
-    return KernelView(kprobes=kprobes, btf=btf, functions=frozenset(functions), tracepoints=frozenset(tracepoints))
+    return KernelView(kprobes=kprobes, btf=btf, functions=frozenset(functions), tracepoints=frozenset(tracepoints),
+                      prototypes=PROTOS_6_1)
 
 
 def plan_for_repro(backend, v):

@@ -231,3 +231,35 @@ def test_inner_command_quotes_args(args):
 
 def test_inner_command_runs_this_checkout():
     assert (vm.ROOT / "tracer" / "__main__.py").exists()
+
+
+# --- vm --kconfig: the config fragment for a kernel you build ----------------------------------
+
+
+def test_kconfig_prints_the_fragment_every_backend_and_virtme_ng_need():
+    from click.testing import CliRunner
+
+    from tracer.cli import main
+
+    r = CliRunner().invoke(main, ["vm", "--kconfig"])
+    assert r.exit_code == 0, r.output
+    assert r.output == vm.KCONFIG.read_text()
+    options = dict(line.split("=", 1) for line in r.output.splitlines() if line.startswith("CONFIG_"))
+    # BPF, BTF, kprobes, ftrace (fentry), syscall tracepoints, headers for bcc, the netns, virtme-ng's 9p/virtio
+    for name in ("BPF_SYSCALL", "BPF_JIT", "BPF_EVENTS", "DEBUG_INFO_BTF", "KPROBES", "KPROBE_EVENTS",
+                 "FUNCTION_TRACER", "DYNAMIC_FTRACE", "FTRACE_SYSCALLS", "IKHEADERS", "NET_NS", "IPV6",
+                 "NET_9P", "NET_9P_VIRTIO", "9P_FS", "VIRTIO_PCI", "VIRTIO_CONSOLE"):
+        assert options.get(f"CONFIG_{name}") == "y", name
+    for line in r.output.splitlines():  # a fragment make olddefconfig reads: options and comments only
+        assert not line or line.startswith("#") or (line.startswith("CONFIG_") and "=" in line), line
+    assert "# CONFIG_DEBUG_INFO_REDUCED is not set" in r.output  # DEBUG_INFO_BTF depends on !DEBUG_INFO_REDUCED
+
+
+def test_kconfig_needs_no_root_no_vng_and_boots_nothing(monkeypatch):
+    from click.testing import CliRunner
+
+    from tracer.cli import main
+
+    monkeypatch.setattr(vm, "find_vng", lambda: (_ for _ in ()).throw(AssertionError("vng must not be needed")))
+    monkeypatch.setattr(vm, "stream", lambda *a, **k: (_ for _ in ()).throw(AssertionError("nothing boots")))
+    assert CliRunner().invoke(main, ["vm", "--kconfig"]).exit_code == 0

@@ -16,6 +16,7 @@ from tracer.collect import sources
 from tracer.collect.plan import (BACKENDS, CALLS, DESTROY_TP, EXIT_TP, EXPLICIT, NEWTASK_TP, STATE_TP, candidates,
                                  function_targets, plan_for, tracepoint_targets)
 from tracer.kernel.view import KernelView
+from tests.unit.kernels import recorded_prototypes
 
 # The write path's functions watch probes (kprobe, fentry), and where each write-like call has its fd.
 WATCH_FUNCS = ("tcp_sendmsg_locked", "sk_stream_wait_connect", "sk_stream_error", "tcp_reset",
@@ -27,8 +28,9 @@ ALL_TPS = frozenset(tracepoint_targets())
 
 
 def view(functions=ALL_FUNCS, tracepoints=ALL_TPS, kprobes=True, btf=True, btf_functions=None) -> KernelView:
+    # Where each function's arguments are: the BTF of Debian's 6.1.0-57 (tests/unit/kernels.py).
     return KernelView(kprobes=kprobes, btf=btf, functions=frozenset(functions), tracepoints=frozenset(tracepoints),
-                      btf_functions=btf_functions)
+                      btf_functions=btf_functions, prototypes=recorded_prototypes("6.1.0-57-amd64"))
 
 
 def plan(backend, v=None, follow=False, by_pid=False):
@@ -60,7 +62,7 @@ def test_fentry_programs_exist_for_each_call_under_its_have_macro():
     for func in CALL_FUNCS:
         m = re.search(r"#ifdef HAVE_%s\n(.*?)#endif" % re.escape(func), body, re.S)
         assert m, func
-        assert f"KFUNC_PROBE({func}," in m.group(1) and f"KRETFUNC_PROBE({func}," in m.group(1)
+        assert f"KFUNC_PROBE({func})" in m.group(1) and f"KRETFUNC_PROBE({func})" in m.group(1)
     assert all(f"-DHAVE_{func}" in plan("fentry").defines() for func in CALL_FUNCS)
 
 

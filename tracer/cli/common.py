@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import sys
 from pathlib import Path
+from typing import Callable, IO, NoReturn
 
 import click
 
+from tracer import interrupt
 from tracer.errors import UserError
 
 EPILOG = """\b
@@ -39,11 +42,94 @@ def ladder_options(command):
                              "kernel state beside its line, the packets as arrows between them.")(command)
 
 
-def fail(exc: UserError) -> None:
+def fail(exc: UserError) -> NoReturn:
+    """The error line (and its remedy line), exit status exc.exit_code (2 for bad input).
+    A signal held while the error happened wins: the user asked to stop."""
     from tracer.display import console
 
+    held = interrupt.take_held()
+    if held is not None:
+        interrupted(interrupt.Interrupted(held))
     console.error(exc)
     sys.exit(exc.exit_code)
+
+
+def interrupted(exc: BaseException, what: str = "") -> NoReturn:
+    """A signal stopped the command: one line on stderr, exit status 128 + its number."""
+    interrupt.say_interrupted(exc, what)
+    sys.exit(128 + interrupt.signum_of(exc))
+
+
+def usage_error(exc: click.ClickException) -> NoReturn:
+    """click's usage errors in the tool's format: what is wrong and what is allowed on the
+    error line (click says both), where to read more on the remedy line."""
+    from tracer.display import console
+
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "trace-halfclose"
+    console.error(UserError(exc.format_message(), f"`{where} --help` lists the options and their values"))
+    sys.exit(exc.exit_code)
+
+
+class Seconds(click.FloatRange):
+    """A time in seconds: a finite number in the range (click's FloatRange lets nan through:
+    every comparison with nan is false)."""
+
+    name = "number of seconds"
+
+    def get_metavar(self, *args, **kwargs) -> str:
+        return "SECONDS"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number of seconds ({self._describe_range()})", param, ctx)
+        return rv
+
+
+class RecordFile:
+    """--record FILE: opened (created) before anything is loaded or traced, so a path that
+    cannot be written is refused first; written whole at the end. An interrupted or failed
+    run leaves no file it created, and an existing file untouched."""
+
+    def __init__(self, path: str, others: dict[str, str | None]):
+        self.path = path
+        for option, other in others.items():
+            if other is not None and os.path.abspath(other) == os.path.abspath(path):
+                fail(UserError(f"--record {path} and {option} {other} name the same file: give two files"))
+        if os.path.exists(path) and not os.path.isfile(path):
+            fail(UserError(f"--record {path}: not a regular file; give a file name, such as run.jsonl"))
+        self.existed = os.path.lexists(path)
+        try:
+            with interrupt.shielded():
+                self.file: IO[str] | None = open(path, "a", encoding="utf-8")  # "a": nothing is lost yet
+        except OSError as exc:
+            fail(UserError(f"--record {path}: cannot write it ({exc.strerror or exc}); "
+                           "give a file in a directory that exists and is writable"))
+
+    def commit(self, dump: Callable[[IO[str]], None]) -> None:
+        with interrupt.shielded():
+            f, self.file = self.file, None
+            try:
+                with f:
+                    f.seek(0)
+                    f.truncate()
+                    dump(f)
+            except OSError as exc:
+                fail(UserError(f"--record {self.path}: writing it failed ({exc.strerror or exc})"))
+
+    def discard(self) -> None:
+        """Nothing to record: close it, and remove it if this run created it."""
+        with interrupt.shielded():
+            if self.file is None:
+                return
+            self.file.close()
+            self.file = None
+            if not self.existed:
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    return  # removed meanwhile by someone else: nothing left to remove
 
 
 def check_outputs(as_json: bool, ladder: bool, svg: str | None) -> None:

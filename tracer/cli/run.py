@@ -1,12 +1,12 @@
 """`trace-halfclose run`: Run the reproduction, traced (the default command)."""
 from __future__ import annotations
 
-import sys
-
 import click
 
 from tracer.errors import UserError
-from tracer.cli.common import EPILOG, check_outputs, fail, ladder_options, show
+from tracer.cli.common import (EPILOG, RecordFile, Seconds, check_outputs, fail, interrupted, ladder_options, show,
+                               stdout_gone)
+from tracer.cli.evidence import check_evidence, evidence_options, write_evidence
 
 
 @click.command(epilog=EPILOG)
@@ -17,9 +17,9 @@ from tracer.cli.common import EPILOG, check_outputs, fail, ladder_options, show
 @click.option("--writes", type=click.IntRange(1, 10), default=None,
               help="How many write(2) calls the client makes once the peer closed "
                    "(default 2 as the article; 3 with --scenario all, to show the third write's path).")
-@click.option("--delay", type=click.FloatRange(0, 60), default=0.0, show_default=True,
+@click.option("--delay", type=Seconds(0, 60), default=0.0, show_default=True,
               help="Extra seconds between CLOSE_WAIT and write 1 (the article sleeps 5).")
-@click.option("--gap", type=click.FloatRange(0.0, 10), default=0.1, show_default=True,
+@click.option("--gap", type=Seconds(0.0, 10), default=0.1, show_default=True,
               help="Seconds between writes, for the RST to arrive (the article sleeps 1).")
 @click.option("--port", type=click.IntRange(1, 65535), default=9999, show_default=True,
               help="Server port inside the private network namespace.")
@@ -35,7 +35,9 @@ from tracer.cli.common import EPILOG, check_outputs, fail, ladder_options, show
                    "tool's own reading of the kernel source expects for this kernel.")
 @click.option("--ebpf", is_flag=True, help="Print the BPF C program and exit (as bcc tools do).")
 @ladder_options
-def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, check, ebpf, ladder, svg) -> None:
+@evidence_options
+def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, check, ebpf, ladder, svg, pcap_file,
+        packetdrill_file) -> None:
     """Run the reproduction and annotate each write with its kernel path.
 
     A server and a client (SIGPIPE ignored) in a private network namespace:
@@ -43,23 +45,32 @@ def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, chec
     seen in CLOSE_WAIT the client writes WRITES times.
     """
     check_outputs(as_json, ladder, svg)  # before anything is loaded or traced
-    from tracer.display import console
-    from tracer.collect.repro import ReproOptions
-
+    check_evidence(pcap_file, packetdrill_file)
     if ebpf:
+        given = [name for name, value in (("--record", record), ("--json", as_json), ("--check", check),
+                                          ("--ladder", ladder), ("--svg", svg)) if value]
+        if given:
+            fail(UserError(f"--ebpf prints the BPF program and exits, so {', '.join(given)} would do nothing: "
+                           "give --ebpf alone (with --backend), or drop it"))
         from tracer.collect.prepare import ebpf_listing
 
         try:
             click.echo(ebpf_listing("repro", backend), nl=False)
         except UserError as exc:
             fail(exc)
+        except BrokenPipeError:
+            stdout_gone()
         return
-    from tracer.collect.runner import collect
-
     from tracer.process.scenarios import ORDER
 
     if scenario != "all" and scenario not in ORDER:
-        fail(UserError(f"unknown scenario {scenario!r}", f"choose one of {', '.join(ORDER)}, or all"))
+        fail(UserError(f"unknown scenario {scenario!r}: choose one of {', '.join(ORDER)}, or all",
+                       "`trace-halfclose scenarios` says what each one does"))
+    out = RecordFile(record, {"--svg": svg}) if record else None
+    from tracer.display import console
+    from tracer.collect.repro import ReproOptions
+    from tracer.collect.runner import collect
+
     names = ORDER if scenario == "all" else (scenario,)
     runs = [ReproOptions(scenario=n, ipv6=ipv6, writes=writes or (3 if scenario == "all" else 2), delay=delay,
                          gap=gap, port=port) for n in names]
@@ -67,12 +78,21 @@ def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, chec
         with console.status("checking the kernel") as progress:
             recs = collect(runs, backend, progress)
     except UserError as exc:
+        if out:
+            out.discard()
         fail(exc)
-    except KeyboardInterrupt:
-        console.note("interrupted: probes detached, reproduction stopped")
-        sys.exit(130)
-    if record:
-        with open(record, "w", encoding="utf-8") as f:
-            for rec in recs:
-                rec.dump(f)
-    show(recs, as_json, check, ladder, svg)
+    except KeyboardInterrupt as exc:
+        if out:
+            out.discard()
+        interrupted(exc, "probes detached, reproduction stopped")
+    try:
+        if out:
+            out.commit(lambda f: [rec.dump(f) for rec in recs])
+        write_evidence(recs, pcap_file, packetdrill_file)
+        show(recs, as_json, check, ladder, svg)
+    except KeyboardInterrupt as exc:
+        if out:
+            out.discard()
+        interrupted(exc, "while showing the results")
+    except BrokenPipeError:
+        stdout_gone()

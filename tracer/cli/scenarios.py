@@ -6,7 +6,9 @@ import click
 
 @click.command()
 def scenarios() -> None:
-    """List the scenarios: what each does and what the kernel source predicts."""
+    """List the scenarios: what each does, what the kernel source predicts, and the
+    kernel eras that change what happens or what a backend sees."""
+    from tracer.kernel.eras import BY_KEY
     from tracer.process.scenarios import SCENARIOS
 
     for sc in SCENARIOS.values():
@@ -17,3 +19,6 @@ def scenarios() -> None:
                    + f"; RST from: {' or '.join(exp.rst_from) or 'none'}; SIGPIPE: {exp.sigpipe}")
         for why in exp.why:
             click.echo(f"    - {why}")
+        for key in sc.eras:
+            era = BY_KEY[key]
+            click.echo(f"    era: {era.feature} ({era.when}): {era.effect} ({era.source})")

@@ -18,20 +18,30 @@ from tracer.cli.common import fail
                    "(nested guests hang there), which uses software emulation.")
 @click.option("--cpus", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option("--memory", default="2G", show_default=True)
+@click.option("--kconfig", is_flag=True,
+              help="Print the kernel config fragment a kernel tree needs (every backend, BTF, virtme-ng) "
+                   "and exit: `vng --kconfig --config FILE` in the tree, then make.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def vm(kernel, kvm, cpus, memory, args) -> None:
+def vm(kernel, kvm, cpus, memory, kconfig, args) -> None:
     """Boot another kernel with virtme-ng and run `trace-halfclose ARGS` in it.
 
     The guest shares this machine's files, so it runs this install against a
-    distro kernel with kprobes. Output and exit status are the inner tool's.
+    distro kernel with kprobes, or a kernel you built. Output and exit status
+    are the inner tool's.
 
     \b
       sudo trace-halfclose vm                      the reproduction on the newest /boot kernel
       sudo trace-halfclose vm -- --writes 3 --json
       sudo trace-halfclose vm --kernel /boot/vmlinuz-6.12.57+deb12-amd64
+      trace-halfclose vm --kconfig > ../th.config  in a kernel tree: vng --kconfig --config ../th.config,
+      sudo trace-halfclose vm --kernel .           make -j2, then boot it
     """
     from tracer.display import console
     from tracer.collect import vm as vmmod
+
+    if kconfig:
+        click.echo(vmmod.kconfig_fragment(), nl=False)
+        return
 
     try:
         chosen = vmmod.pick_kernel(kernel)

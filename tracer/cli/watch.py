@@ -1,12 +1,14 @@
 """`trace-halfclose watch`: Annotate the writes of any program."""
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
 
 from tracer.errors import UserError
-from tracer.cli.common import check_outputs, fail, ladder_options, stdout_gone, write_svg
+from tracer.cli.common import (RecordFile, Seconds, check_outputs, fail, interrupted, ladder_options, stdout_gone,
+                               write_svg)
 
 
 class AlsoSvg:
@@ -33,7 +35,7 @@ class AlsoSvg:
               help="Watch this process (repeatable). The watch ends when all are gone.")
 @click.option("--comm", metavar="NAME", help="Watch tasks with this name (as ps -o comm shows it).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Watch connections with this local or remote port.")
-@click.option("--duration", type=click.FloatRange(0, min_open=True), metavar="SECONDS", help="Stop after SECONDS.")
+@click.option("--duration", type=Seconds(0, min_open=True), metavar="SECONDS", help="Stop after SECONDS.")
 @click.option("--json", "as_json", is_flag=True,
               help="NDJSON on stdout (the core's schema, plus connections; see README). A command's stdout "
                    "goes to stderr.")
@@ -44,8 +46,10 @@ class AlsoSvg:
 @click.option("--backend", type=click.Choice(["auto", "kprobe", "fentry", "tracepoint"]), default="auto",
               show_default=True, help="How to trace, as for the reproduction.")
 @ladder_options
+@click.option("--pcap", "pcap_file", metavar="FILE", help="Not supported by watch yet (the reproduction has it).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def watch(pids, comm, port, duration, as_json, record, replay_file, backend, ladder, svg, command) -> None:
+def watch(pids, comm, port, duration, as_json, record, replay_file, backend, ladder, svg, pcap_file,
+          command) -> None:
     """Annotate the writes of any program: every write, send, sendto, sendmsg
     and writev on a watched TCP socket, with the kernel path of its result, and
     the socket's FIN, RST, sk_err and close, connection by connection.
@@ -55,46 +59,53 @@ def watch(pids, comm, port, duration, as_json, record, replay_file, backend, lad
     it and its new processes are watched, and the watch ends when it exits.
     Otherwise it runs until Ctrl-C or --duration.
 
+    SIGINT, SIGTERM or SIGHUP stop it: the command gets the same signal, the probes
+    are detached, what was seen is shown, and the exit status is 128 + the signal
+    (SIGINT without a command is the normal end: 0).
+
     \b
       sudo trace-halfclose watch --port 9999            e.g. the article's ./a.out against ncat -l 9999
       sudo trace-halfclose watch -- ./a.out
       sudo trace-halfclose watch --comm a.out --json
       sudo trace-halfclose vm -- watch --port 9999 -- sh tests/live/watch_clients.sh ./a.out 9999 1
     """
-    import os
-
     from tracer.display import console
     from tracer.process.connections import WatchRecording, show
 
     check_outputs(as_json, ladder, svg)
-    if as_json:
-        from tracer.display.ndjson import WatchJson
+    if pcap_file is not None:
+        from tracer.cli.evidence import WATCH_PCAP
 
-        sink = WatchJson(sys.stdout)
-    else:
-        sink = console.WatchConsole(as_ladder=ladder)
-    if svg:
-        sink = AlsoSvg(sink, svg)
+        fail(UserError(WATCH_PCAP))
     if replay_file:
-        if pids or comm or port or command or duration or record:
-            fail(UserError("--replay takes no filter, command, --duration or --record",
-                            "trace-halfclose watch --replay FILE [--json]"))
+        explicit_backend = click.get_current_context().get_parameter_source("backend").name != "DEFAULT"
+        given = [name for name, value in (("--pid", pids), ("--comm", comm), ("--port", port),
+                                          ("--duration", duration), ("--record", record),
+                                          ("--backend", explicit_backend), ("a command", command)) if value]
+        if given:
+            fail(UserError(f"--replay takes no filter, command, --duration, --record or --backend (given: "
+                           f"{', '.join(given)}): trace-halfclose watch --replay FILE [--json] [--ladder] [--svg FILE]"))
         try:
             wrec = WatchRecording.load(replay_file)
         except (OSError, ValueError) as exc:
             fail(UserError(f"cannot read {replay_file}: {exc}", "give a file written by `trace-halfclose watch --record`"))
+        sink = _sink(as_json, ladder, svg)
         try:
             show(wrec, sink)
         except BrokenPipeError:
             stdout_gone()
         return
-    from tracer.collect.watch import WatchOptions, run
+    from tracer.collect.watch import WatchOptions, check_options, run
 
     opts = WatchOptions(tuple(pids), comm, port, tuple(command), duration, backend, command_to_stderr=as_json)
     try:
-        out = open(record, "w", encoding="utf-8") if record else None
-    except OSError as exc:
-        fail(UserError(f"cannot write {record}: {exc.strerror}", "give a writable path"))
+        opts, notes = check_options(opts)
+    except UserError as exc:
+        fail(exc)
+    for n in notes:
+        console.note(n)
+    out = RecordFile(record, {"--svg": svg}) if record else None
+    sink = _sink(as_json, ladder, svg)
     spinner = console.Spinner("checking the kernel, then bcc compiles the BPF programs")
 
     def ready(msg: str) -> None:
@@ -102,18 +113,42 @@ def watch(pids, comm, port, duration, as_json, record, replay_file, backend, lad
         console.note(f"trace-halfclose watch: {msg}")
 
     try:
-        wrec = run(opts, sink, note=console.note, ready=ready)
-    except (UserError, KeyboardInterrupt, BrokenPipeError) as exc:
-        spinner.stop()
+        try:
+            wrec = run(opts, sink, ready=ready)
+        finally:
+            spinner.stop()
         if out:
-            out.close()
-            os.unlink(record)
-        if isinstance(exc, UserError):
-            fail(exc)
-        if isinstance(exc, BrokenPipeError):
-            stdout_gone()
-        console.note("interrupted: probes detached")
-        sys.exit(130)
-    if out:
-        with out:
-            wrec.dump(out)
+            out.commit(wrec.dump)
+    except UserError as exc:
+        if out:
+            out.discard()
+        fail(exc)
+    except KeyboardInterrupt as exc:
+        if out:
+            out.discard()
+        if getattr(exc, "before_watch", False):
+            interrupted(exc, "before the watch began; nothing is left attached")
+        interrupted(exc, "probes detached" + (", the command stopped" if command else ""))
+    except BrokenPipeError:
+        if out:
+            out.discard()
+        stdout_gone()
+    if wrec.stop_signal is not None and not (wrec.stop_signal == signal.SIGINT and not command):
+        # Ctrl-C is the end of a watch without a command; any other signal, or one that cut a
+        # command short, is an interruption.
+        from tracer import interrupt
+
+        what = "probes detached" + (f", the command got {signal.Signals(wrec.stop_signal).name}" if command else "")
+        interrupted(interrupt.Interrupted(wrec.stop_signal), what)
+
+
+def _sink(as_json: bool, ladder: bool, svg: str | None):
+    from tracer.display import console
+
+    if as_json:
+        from tracer.display.ndjson import WatchJson
+
+        sink = WatchJson(sys.stdout)
+    else:
+        sink = console.WatchConsole(as_ladder=ladder)
+    return AlsoSvg(sink, svg) if svg else sink

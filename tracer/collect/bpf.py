@@ -8,6 +8,7 @@ rows (tracer/collect/plan.py).
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -15,11 +16,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tracer import interrupt
 from tracer.errors import UserError
 from tracer.kernel.names import TASK_COMM_LEN
-from tracer.record.event import Event, RawEvent, decode
+from tracer.record.event import Event, Packet, RawEvent, RawPacket, decode, decode_packet
 from tracer.collect.plan import CLIENT_IO, EXPLICIT, Plan, Probe
-from tracer.collect.sources import compile_flags, program_text
+from tracer.collect.sources import CAPTURE_PART, compile_flags, parts, program_text
+
+
+def _said(text: str) -> None:
+    """A problem while detaching: the run's result stands, so it is told, not raised."""
+    print(f"trace-halfclose: {text}", file=sys.stderr)
 
 
 class BackendUnavailable(UserError):
@@ -86,7 +93,12 @@ def fentry_trial() -> tuple[bool, str]:
 
 class BpfSession:
     """One loaded BPF text for a plan; close() detaches everything it attached.
-    extra_cflags: the struct offsets, and the watch's filter constants."""
+    extra_cflags: the struct offsets, and the watch's filter constants.
+
+    Loading, attaching and detaching run whole (tracer/interrupt.py shielded()): a
+    signal then waits until they are done, so bcc's tables always say what is
+    attached. close() can be called any number of times; it leaves bcc's atexit
+    cleanup nothing to do, and unregisters it."""
 
     def __init__(self, plan: Plan, extra_cflags: list[str] | tuple[str, ...] = ()):
         self.plan = plan
@@ -94,11 +106,21 @@ class BpfSession:
         self.text = program_text(plan.mode, plan.backend, self.cflags)
         self.bpf = None
         self._pending: list[Event] = []
+        self._packets: list[Packet] = []
         self._io: list[Probe] = []
 
     def load(self) -> None:
         """Compile (bcc attaches the KFUNC_PROBE and TRACEPOINT_PROBE programs here),
-        attach the plan's EXPLICIT rows, open the ring buffer."""
+        attach the plan's EXPLICIT rows, open the ring buffer. On any failure, or a
+        signal that came meanwhile, what was attached is detached again."""
+        try:
+            with interrupt.shielded():
+                self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self) -> None:
         bcc = import_bcc()
         stderr: list[str] = []
         what = f"the {self.plan.mode} programs ({self.plan.backend} backend)"
@@ -122,9 +144,10 @@ class BpfSession:
             try:
                 self._attach(probe)
             except Exception as exc:  # bcc raises plain Exception
-                self.close()
                 raise BackendUnavailable(f"attaching {probe.name} failed: {exc}") from None
         self.bpf["events"].open_ring_buffer(self._on_event)
+        if CAPTURE_PART in parts(self.plan.mode, self.plan.backend):  # the packets' bytes, a second ring buffer
+            self.bpf["packets"].open_ring_buffer(self._on_packet)
 
     def _attach(self, probe: Probe) -> None:
         target, program = probe.target.encode(), probe.program.encode()
@@ -140,19 +163,32 @@ class BpfSession:
     def _on_event(self, _ctx, data, _size) -> None:
         self._pending.append(decode(ctypes.cast(data, ctypes.POINTER(RawEvent)).contents))
 
+    def _on_packet(self, _ctx, data, _size) -> None:
+        self._packets.append(decode_packet(ctypes.cast(data, ctypes.POINTER(RawPacket)).contents))
+
+    def take_packets(self) -> list[Packet]:
+        """The packet bytes received since the last call (ring_buffer_poll fills both buffers)."""
+        out, self._packets = self._packets, []
+        return out
+
     def begin_client_io(self) -> None:
         """The syscall tracepoints of the plan's CLIENT_IO rows, only while the client does I/O:
         an enabled syscall tracepoint slows every syscall of the machine (syscall_regfunc,
         kernel/tracepoint.c)."""
-        if not self._io:
-            for probe in self.plan.attached_at(CLIENT_IO):
-                self._attach(probe)
-                self._io.append(probe)
+        with interrupt.shielded():
+            if not self._io:
+                for probe in self.plan.attached_at(CLIENT_IO):
+                    self._attach(probe)
+                    self._io.append(probe)
 
     def end_client_io(self) -> None:
-        for probe in self._io:
-            self.bpf.detach_tracepoint(tp=probe.target.encode())
-        self._io = []
+        with interrupt.shielded():
+            while self._io:
+                probe = self._io.pop()
+                try:
+                    self.bpf.detach_tracepoint(tp=probe.target.encode())
+                except Exception as exc:  # bcc raises plain Exception
+                    _said(f"detaching {probe.name} failed ({exc}); the kernel detaches it when this process exits")
 
     def poll(self, timeout_ms: int = 0) -> list[Event]:
         self.bpf.ring_buffer_poll(timeout_ms)
@@ -163,10 +199,17 @@ class BpfSession:
         return sum(int(v) for v in self.bpf["dropped"][ctypes.c_int(0)])
 
     def close(self) -> None:
-        if self.bpf is not None:
+        with interrupt.shielded():
+            if self.bpf is None:
+                return
             self.end_client_io()
-            self.bpf.cleanup()
-            self.bpf = None
+            bpf, self.bpf = self.bpf, None
+            try:
+                bpf.cleanup()  # detaches each probe bcc lists, closes the programs and ring buffers
+            except Exception as exc:  # bcc raises plain Exception
+                _said(f"detaching the BPF programs failed ({exc}); the kernel detaches them when this "
+                      "process exits")
+            atexit.unregister(bpf.cleanup)  # done, or said: bcc's exit handler must not try again
 
     # --- the reproduction's filter (bpf/repro/common.bpf.c) ---
 
@@ -176,9 +219,8 @@ class BpfSession:
     def trace_netns(self, inum: int) -> None:
         self._set("target_netns", inum)
 
-    def trace_client(self, pid: int, server_port: int) -> None:
+    def trace_client(self, pid: int) -> None:
         self._set("target_pid", pid)
-        self._set("target_port", server_port)
 
     # --- the watch's filter (bpf/watch/common.bpf.c) ---
 
@@ -191,7 +233,7 @@ class BpfSession:
     def watch_comm(self, comm: str) -> None:
         table = self.bpf["watch_comm"]
         leaf = table.Leaf()
-        leaf.c = comm.encode()[:TASK_COMM_LEN - 1]
+        leaf.c = comm.encode(errors="surrogateescape")[:TASK_COMM_LEN - 1]  # the bytes the kernel keeps
         table[ctypes.c_int(0)] = leaf
 
     def set_launcher(self, tgid: int) -> None:

@@ -10,10 +10,14 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tracer.errors import UserError
+from tracer.kernel.btf import FuncProto
+from tracer.kernel.eras import ERAS
 from tracer.kernel.support import find_tracefs, headers_dir, kernel_functions, kprobes_available, tracepoint_exists
-from tracer.kernel.view import BTF_PATH
+from tracer.kernel.view import BTF_PATH, KernelView, kernel_view, load_btf, prototypes_of
 from tracer.collect.bpf import bcc_status, fentry_trial
-from tracer.collect.plan import BACKEND, OPTIONAL, by_target, functions_of, rows
+from tracer.collect.plan import (BACKEND, OPTIONAL, by_target, function_targets, functions_of, rows,
+                                 tracepoint_targets)
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class Check:
     detail: str
     remedy: str = ""
     required: bool = True  # False: the tool works without it, with less detail
+    source: str = ""  # where a kernel fact was read (the era checks)
 
     def to_json(self) -> dict:
         return {"type": "check", **asdict(self)}
@@ -63,15 +68,19 @@ def run_checks(boot: Path = Path("/boot")) -> list[Check]:
     except OSError as exc:
         funcs = set()
         checks.append(Check("/proc/kallsyms", False, f"unreadable: {exc.strerror or exc}", "", required=False))
+    protos = _prototypes()
     for name, p in functions.items():
+        where = "in /proc/kallsyms" + (f"; {prototype_text(protos[name])}" if name in protos else "")
         checks.append(Check(f"function {name}", name in funcs,
-                            "in /proc/kallsyms" if name in funcs else (p.note or "not in /proc/kallsyms"),
+                            where if name in funcs else (p.note or "not in /proc/kallsyms"),
                             "" if p.need == OPTIONAL else "another kernel (trace-halfclose vm --kernel)",
                             required=False))
     for tp, p in by_target(rows("repro", "tracepoint")).items():
         have = bool(tracefs) and tracepoint_exists(tracefs, *tp.split(":"))
         checks.append(Check(f"tracepoint {tp}", have, "present" if have else "missing",
                             "a newer kernel" if p.need == BACKEND else "", required=False))
+
+    checks += era_checks(_view(tracefs))
 
     vng_ok, vng_detail = True, ""
     try:
@@ -101,3 +110,46 @@ def verdict(checks: list[Check]) -> tuple[bool, str]:
         return True, "auto backend: fentry (full detail)"
     return True, ("auto backend: tracepoint (writes, FIN, RST and sk_err observed; the branch inside "
                   "tcp_sendmsg_locked is inferred). For kprobes: trace-halfclose vm")
+
+
+# --- the kernel's era (tracer/kernel/eras.py) ---------------------------------------------------
+
+
+def _prototypes() -> dict[str, FuncProto]:
+    """The BTF prototypes of the tool's functions (BTF is readable without root); {} without BTF."""
+    try:
+        return prototypes_of(load_btf(), function_targets())[0]
+    except UserError:
+        return {}
+
+
+def _view(tracefs: Path | None) -> KernelView | None:
+    """This kernel as the plan sees it (needs tracefs, i.e. root, and BTF); None when it cannot be read."""
+    if tracefs is None:
+        return None
+    try:
+        return kernel_view(tracefs, load_btf(), function_targets(), tracepoint_targets())
+    except (UserError, OSError):
+        return None
+
+
+def prototype_text(proto: FuncProto) -> str:
+    """BTF: tcp_recvmsg(sk, msg, len, flags) -> int, fexit return value in slot 4."""
+    return (f"BTF: {proto.name}({', '.join(proto.names)}) -> {proto.returns}, fexit return value in slot "
+            f"{proto.ret_slot}")
+
+
+def era_checks(view: KernelView | None) -> list[Check]:
+    """One row per era fact (tracer/kernel/eras.py): whether this kernel has it, the oldest kernel
+    that does, what it changes, where that was read. A floor fact missing is a failed check."""
+    out = []
+    for era in ERAS:
+        have = era.present(view) if view is not None else None
+        if have is None:
+            state = "not known here (needs root for tracefs, and BTF)" if view is None else "not known here"
+        else:
+            state = "yes" if have else "no"
+        out.append(Check(f"era: {era.title}", bool(have), f"{state} ({era.when}): {era.feature}; {era.effect}",
+                         f"a kernel with it ({era.when})" if era.floor else "",
+                         required=era.floor and have is not None, source=f"{era.source}; asked: {era.asked}"))
+    return out

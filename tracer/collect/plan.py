@@ -8,6 +8,15 @@ attached. A Plan keeps the rows this kernel allows; the -DHAVE_ flags, the
 attach loop (tracer/collect/bpf.py) and the names a recording lists as
 attached are all derived from them.
 
+Arguments by position, from the running kernel's BTF: a row names the
+parameters its program reads (`reads`, by name), the Plan turns the
+prototype BTF gives into -DARG_<function>_<parameter>=<slot> and, for fexit,
+-DRET_<function>=<slot> (the return value follows every parameter). A
+function whose prototype lacks a parameter a row reads is not probed by that
+row (missing, with the reason): no program reads a slot the kernel does not
+have where the tool expects it (tcp_recvmsg has 6, 5 or 4 parameters
+depending on the kernel, tracer/kernel/eras.py).
+
 Pure: it takes a KernelView (tracer/kernel/view.py), a plain description of
 the kernel that tests can write by hand.
 """
@@ -16,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tracer.errors import UserError
+from tracer.kernel.eras import floor_missing
 from tracer.kernel.view import KernelView
 
 BACKENDS = ("kprobe", "fentry", "tracepoint")
@@ -61,6 +71,12 @@ class Probe:
     only_with: str = ""  # watch: only with this filter option ("follow": a command is started; "by_pid")
     together: str = ""  # rows with the same value are used all or none (a syscall's enter and exit)
     remedy: str = ""  # MODE: what to do when it is missing
+    reads: tuple[str, ...] = ()  # functions: the parameters its program reads, by name (slots from BTF)
+
+    @property
+    def reads_return(self) -> bool:
+        """An fexit program reads the return value's slot, which only the prototype places."""
+        return self.hook == "fexit"
 
     @property
     def is_function(self) -> bool:
@@ -81,13 +97,17 @@ class Probe:
 
 
 def _function(func: str, entry: str, ret: str | None, modes: tuple[str, ...], need: str = OPTIONAL,
-              note: str = "") -> tuple[Probe, ...]:
+              note: str = "", reads: tuple[str, ...] = ("sk",)) -> tuple[Probe, ...]:
     """A kernel function's rows: the kprobe on entry (and a kretprobe when its return is an
-    event), and the same through fentry/fexit, whose programs bcc names kfunc__/kretfunc__."""
-    rows = [Probe(func, "kprobe", entry, modes, need, note)]
-    rows += [Probe(func, "kretprobe", ret, modes, need, note)] if ret else []
-    rows += [Probe(func, "fentry", f"kfunc__{func}", modes, need, note, LOAD)]
-    rows += [Probe(func, "fexit", f"kretfunc__{func}", modes, need, note, LOAD)] if ret else []
+    event), and the same through fentry/fexit, whose programs bcc names kfunc__/kretfunc__.
+    reads: the parameters the entry and fexit programs read (a kretprobe reads only the
+    return value, and reports on the socket its entry stashed). A function's rows of one
+    backend are used together: a return without its entry reports nothing."""
+    rows = [Probe(func, "kprobe", entry, modes, need, note, together=func, reads=reads)]
+    rows += [Probe(func, "kretprobe", ret, modes, need, note, together=func)] if ret else []
+    rows += [Probe(func, "fentry", f"kfunc__{func}", modes, need, note, LOAD, together=func, reads=reads)]
+    rows += [Probe(func, "fexit", f"kretfunc__{func}", modes, need, note, LOAD, together=func, reads=reads)] \
+        if ret else []
     return tuple(rows)
 
 
@@ -103,25 +123,28 @@ ALL = BACKENDS
 TP = ("tracepoint",)
 PROBES: tuple[Probe, ...] = (
     # The write path (tcp_sendmsg_locked, net/ipv4/tcp.c, since 4.18; what it calls on an error).
-    *_function("tcp_sendmsg_locked", "sendmsg_enter", "sendmsg_return", BOTH, BACKEND),
+    # The parameter names are the kernel's (BTF; the same in every tree read, 5.4.59 to 6.12.117,
+    # and in the BTF of 6.18.44), so a prototype that lacks one is a shape the tool does not know.
+    *_function("tcp_sendmsg_locked", "sendmsg_enter", "sendmsg_return", BOTH, BACKEND, reads=("sk", "size")),
     *_function("sk_stream_wait_connect", "wait_connect_enter", "wait_connect_return", BOTH),
-    *_function("sk_stream_error", "stream_error_enter", "stream_error_return", BOTH),
-    # The RST, sk_err and the close (net/ipv4/tcp_input.c, net/ipv4/tcp.c).
+    *_function("sk_stream_error", "stream_error_enter", "stream_error_return", BOTH, reads=("sk", "err")),
+    # The RST, sk_err and the close (net/ipv4/tcp_input.c, net/ipv4/tcp.c). tcp_reset(sk) until 5.10,
+    # (sk, skb) since 5.11: only sk is read.
     *_function("tcp_reset", "reset_enter", None, BOTH, BACKEND),
-    *_function("tcp_done_with_error", "done_with_error_enter", None, BOTH,
+    *_function("tcp_done_with_error", "done_with_error_enter", None, BOTH, reads=("sk", "err"),
                note="mainline 6.11, stable 6.10.y, 6.6.44+, 6.1.103+; before, tcp_reset wrote sk_err itself"),
     *_function("tcp_done", "done_enter", "done_return", BOTH, BACKEND),
     *_function("tcp_fin", "fin_enter", "fin_return", BOTH),  # GCC may inline it into its callers (net/ipv4/tcp_input.c)
-    # Who sent the RST, and reads (scenarios that read).
-    *_function("tcp_v4_send_reset", "send_reset_enter", None, REPRO),
-    *_function("tcp_v6_send_reset", "send_reset_enter", None, REPRO),
+    # Who sent the RST (a `reason` parameter follows since 6.10: not read), and reads (scenarios that read).
+    *_function("tcp_v4_send_reset", "send_reset_v4_enter", None, REPRO, reads=("sk", "skb")),
+    *_function("tcp_v6_send_reset", "send_reset_v6_enter", None, REPRO, reads=("sk", "skb")),
     *_function("tcp_send_active_reset", "active_reset_enter", None, REPRO),
-    *_function("tcp_recvmsg", "recvmsg_enter", "recvmsg_return", REPRO),
+    *_function("tcp_recvmsg", "recvmsg_enter", "recvmsg_return", REPRO, reads=("sk", "len")),
     # watch: where each write-like call has its fd (the return type decides the kretprobe's cast).
-    *_function("ksys_write", "ksys_write_enter", "call_return_long", WATCH),
-    *_function("__sys_sendto", "sys_sendto_enter", "call_return_int", WATCH),
-    *_function("__sys_sendmsg", "sys_sendmsg_enter", "call_return_long", WATCH),
-    *_function("do_writev", "do_writev_enter", "call_return_long", WATCH),
+    *_function("ksys_write", "ksys_write_enter", "call_return_long", WATCH, reads=("fd",)),
+    *_function("__sys_sendto", "sys_sendto_enter", "call_return_int", WATCH, reads=("fd",)),
+    *_function("__sys_sendmsg", "sys_sendmsg_enter", "call_return_long", WATCH, reads=("fd",)),
+    *_function("do_writev", "do_writev_enter", "call_return_long", WATCH, reads=("fd",)),
     # Every state change: the reproduction waits for CLOSE_WAIT with it; watch follows each socket's life.
     _tracepoint(STATE_TP, REPRO, ("kprobe", "fentry")),
     _tracepoint(STATE_TP, REPRO, TP, BACKEND),
@@ -131,8 +154,10 @@ PROBES: tuple[Probe, ...] = (
     _tracepoint("tcp:tcp_receive_reset", BOTH, TP, BACKEND),
     _tracepoint("syscalls:sys_enter_write", REPRO, TP, BACKEND, "write_enter", CLIENT_IO),
     _tracepoint("syscalls:sys_exit_write", REPRO, TP, BACKEND, "write_exit", CLIENT_IO),
-    _tracepoint("sock:inet_sk_error_report", BOTH, TP),
-    _tracepoint("sock:sock_send_length", BOTH, TP),  # since 6.3
+    _tracepoint("sock:inet_sk_error_report", BOTH, TP,
+                note="since 5.14 (sk_error_report, net/core/sock.c); before, sk_err is seen at the next write"),
+    _tracepoint("sock:sock_send_length", BOTH, TP,
+                note="since 6.3 (sock_sendmsg_nosec, net/socket.c); before, only write(2)'s return"),
     # 6.1: full sockets only; 6.10+: also timewait and no socket. Its record changed in 6.10: attached by hand.
     _tracepoint("tcp:tcp_send_reset", REPRO, TP, program="send_reset_tp", attach=EXPLICIT),
     _tracepoint("syscalls:sys_enter_read", REPRO, TP, program="read_enter", attach=CLIENT_IO),
@@ -190,12 +215,30 @@ class Plan:
     backend: str
     probes: tuple[Probe, ...] = ()
     missing: tuple[str, ...] = ()  # targets, as recordings list them
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # "target: why", for the missing targets that have a reason
+    # function -> its parameters' names in order (from BTF), for the planned functions that read arguments
+    shapes: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def defines(self) -> list[str]:
         """-DHAVE_<target> for each target planned: the programs bcc attaches at load
-        are compiled only for those (see bpf/*/fentry.bpf.c and the tracepoints)."""
-        return list(dict.fromkeys(p.define for p in self.probes))
+        are compiled only for those (see bpf/*/fentry.bpf.c and the tracepoints); then
+        where each planned program finds its arguments (argument_defines)."""
+        return list(dict.fromkeys(p.define for p in self.probes)) + self.argument_defines()
+
+    def argument_defines(self) -> list[str]:
+        """-DARG_<function>_<parameter>=<slot> for each parameter a planned row reads, and
+        -DRET_<function>=<slot> for a planned fexit: the slot of the return value, after
+        every parameter. The slots are the BTF prototype's: PT_REGS_PARM<slot+1> in a
+        kprobe (HC_KPROBE_ARG, bpf/args.h), ctx[slot] in an fentry/fexit program."""
+        shapes = dict(self.shapes)
+        out: list[str] = []
+        for p in self.probes:
+            names = shapes.get(p.target)
+            if names is None:
+                continue
+            out += [f"-DARG_{p.target}_{param}={names.index(param)}" for param in p.reads]
+            out += [f"-DRET_{p.target}={len(names)}"] if p.reads_return else []
+        return list(dict.fromkeys(out))
 
     def attached_names(self) -> list[str]:
         return [p.name for p in self.probes]
@@ -218,6 +261,55 @@ def _present(p: Probe, view: KernelView) -> bool:
     if p.hook in ("fentry", "fexit") and view.btf_functions is not None:
         return p.target in view.btf_functions  # an fentry program attaches only to a function with BTF
     return p.target in view.functions
+
+
+def _needs_prototype(p: Probe) -> bool:
+    """fentry/fexit programs read every argument and the return value at slots only BTF gives.
+    A kprobe that reads only its function's first parameter (sk or fd: the first in every tree
+    read, 5.4.59 to 6.12.117) works from kallsyms alone, for a function BTF leaves out; one that
+    reads more needs the prototype."""
+    return p.hook in ("fentry", "fexit") or len(p.reads) > 1
+
+
+def _shape_problem(p: Probe, view: KernelView) -> str | None:
+    """Why this row must not be used on this kernel although its function is there: the
+    prototype is unknown, or lacks a parameter the program reads. None: its slots are known."""
+    if not p.reads and not p.reads_return:
+        return None
+    proto = (view.prototypes or {}).get(p.target)
+    if proto is None:
+        if not _needs_prototype(p):
+            return None
+        why = view.prototype_errors.get(p.target) or (
+            "BTF was not read" if view.prototypes is None else "not in BTF")
+        return f"its prototype is unknown ({why}), so where its arguments are is unknown"
+    lacking = [param for param in p.reads if proto.position(param) is None]
+    if lacking:
+        return (f"its prototype in BTF, ({', '.join(proto.names)}), has no parameter "
+                f"{' or '.join(repr(x) for x in lacking)}: a shape the tool does not know")
+    if p.hook == "kprobe" and max(proto.position(x) for x in p.reads) >= 6:
+        return "an argument it reads is past the sixth, on the stack where a kprobe does not read"
+    return None
+
+
+def _shape(p: Probe, view: KernelView) -> tuple[str, tuple[str, ...]] | None:
+    """The parameter names a usable row's slots come from: BTF's, or, for a kprobe reading
+    only its first parameter of a function BTF leaves out, that parameter in slot 0."""
+    if not p.reads and not p.reads_return:
+        return None
+    proto = (view.prototypes or {}).get(p.target)
+    return (p.target, proto.names if proto is not None else p.reads)
+
+
+def check_floor(view: KernelView) -> None:
+    """One line naming what the kernel lacks that every backend needs, and the oldest
+    kernel that has it (tracer/kernel/eras.py): below the floor, nothing is tried."""
+    lacking = floor_missing(view, refused_elsewhere=("btf",))  # without BTF, load_btf refuses first (view.py)
+    if lacking:
+        raise UserError(f"this kernel lacks {lacking.feature}, which every backend needs: Linux {lacking.since} "
+                        f"or newer has it ({lacking.source})",
+                        "boot a newer kernel, e.g. `trace-halfclose vm --kernel PATH` (`trace-halfclose vm --kconfig` "
+                        "lists the options a kernel needs)")
 
 
 def check_mode(mode: str, view: KernelView, *, follow: bool = False, by_pid: bool = False) -> None:
@@ -243,8 +335,14 @@ def _check_backend(backend: str, view: KernelView) -> None:
         raise UserError(f"unknown backend {backend!r}", f"choose one of auto, {', '.join(BACKENDS)}")
 
 
-def _missing_required(backend: str, absent: list[Probe], view: KernelView) -> UserError | None:
+def _missing_required(backend: str, absent: list[Probe], view: KernelView,
+                      shapeless: dict[str, str] | None = None) -> UserError | None:
     names = list(by_target(p for p in absent if p.need == BACKEND))
+    if not names and shapeless:
+        target, why = next(iter(shapeless.items()))
+        return UserError(f"kernel function {target}: {why}, so the {backend} backend cannot trace this kernel",
+                         "use another backend (--backend tracepoint), or report this kernel's prototype of "
+                         f"{target} (`bpftool btf dump file /sys/kernel/btf/vmlinux | grep -A3 \"'{target}'\"`)")
     if not names:
         return None
     if backend != "tracepoint":
@@ -266,22 +364,30 @@ def plan_for(mode: str, backend: str, view: KernelView, *, follow: bool = False,
     check_mode(mode, view, follow=follow, by_pid=by_pid)
     _check_backend(backend, view)
     wanted = rows(mode, backend, follow=follow, by_pid=by_pid)
-    present = {p for p in wanted if _present(p, view)}
+    found = {p for p in wanted if _present(p, view)}
+    # There, but its arguments are not where the program would read them: not used.
+    shapeless = {p: why for p in wanted if p in found and (why := _shape_problem(p, view))}
+    present = found - set(shapeless)
     # A row of a group is usable only when every row of its group is there.
     broken = {p.together for p in wanted if p.together and p not in present}
     usable = [p for p in wanted if p in present and p.together not in broken]
     absent = [p for p in wanted if p not in usable]
-    error = _missing_required(backend, [p for p in wanted if p not in present], view)
+    error = _missing_required(backend, [p for p in wanted if p not in found], view,
+                              {p.target: why for p, why in shapeless.items() if p.need == BACKEND})
     if error:
         raise error
     missing = tuple(by_target(absent))
-    notes = tuple(f"{name}: {p.note}" for name, p in by_target(absent).items() if p.note)
-    return Plan(mode, backend, tuple(usable), missing, notes)
+    whys = {p.target: why for p, why in shapeless.items()}
+    notes = tuple(f"{name}: {whys.get(name) or p.note}" for name, p in by_target(absent).items()
+                  if whys.get(name) or p.note)
+    shapes = tuple(dict.fromkeys(s for p in usable if (s := _shape(p, view))))
+    return Plan(mode, backend, tuple(usable), missing, notes, shapes)
 
 
 def candidates(mode: str, requested: str, view: KernelView, *, follow: bool = False,
                by_pid: bool = False) -> tuple[list[Plan], list[str]]:
     """Plans to try in order (auto: kprobe, fentry, tracepoint), and why each skipped backend was skipped."""
+    check_floor(view)
     check_mode(mode, view, follow=follow, by_pid=by_pid)  # fails every backend alike: said once
     names = BACKENDS if requested == "auto" else (requested,)
     plans, skipped = [], []

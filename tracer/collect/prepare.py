@@ -14,10 +14,11 @@ from typing import Callable
 
 from tracer.errors import UserError
 from tracer.kernel.btf import Btf
+from tracer.kernel.eras import recorded_fields
 from tracer.kernel.names import FALLBACK_SOURCE, TCP_STATES_FALLBACK, state_names_from_btf
 from tracer.kernel.offsets import struct_offsets
 from tracer.kernel.support import ensure_tracefs, find_tracefs, headers_dir, require_root
-from tracer.kernel.view import KernelView, kernel_view, load_btf
+from tracer.kernel.view import KernelView, kernel_view, load_btf, prototypes_of
 from tracer.collect import sources
 from tracer.collect.plan import Plan, candidates, function_targets, functions_of, plan_for, tracepoint_targets
 from tracer.record.recording import Recording
@@ -93,6 +94,8 @@ def new_recording(plan: Plan, btf: Btf, notes: list[str], view: KernelView) -> R
         missing=list(plan.missing),
         state_names=names or dict(TCP_STATES_FALLBACK),
         state_names_source="BTF of the running kernel" if names else FALLBACK_SOURCE,
+        missing_notes=list(plan.notes),
+        tracepoint_fields=recorded_fields(view),
     )
 
 
@@ -125,7 +128,8 @@ def ebpf_listing(mode: str, backend: str, extra_cflags: list[str] | tuple[str, .
     if plan is None:
         shown = "kprobe" if backend == "auto" else backend
         everything = KernelView(kprobes=True, btf=True, functions=frozenset(function_targets()),
-                                tracepoints=frozenset(tracepoint_targets()))
+                                tracepoints=frozenset(tracepoint_targets()),
+                                prototypes=prototypes_of(btf, function_targets())[0] if btf is not None else None)
         plan = plan_for(mode, shown, everything)
         said.append(f"shown: the {shown} backend with every probe of the table"
                     + (" (auto's first choice where the kernel has kprobes)" if backend == "auto" else ""))

@@ -8,6 +8,7 @@ after the client's move to CLOSE_WAIT was seen in a kernel event.
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 import sys
@@ -16,22 +17,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from tracer import interrupt
 from tracer.errors import UserError
-from tracer.record.event import Event, Kind
+from tracer.record.event import Event, Kind, Packet
 from tracer.kernel.names import TCP_ACK, TCP_RST
 from tracer.record.recording import Recording, UserMark, WriteResult
 from tracer.process import scenarios
+from tracer.collect import netns
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds the tracer package: the checkout, or site-packages
 
 
 class EventSource(Protocol):
     def trace_netns(self, inum: int) -> None: ...
-    def trace_client(self, pid: int, server_port: int) -> None: ...
+    def trace_client(self, pid: int) -> None: ...
     def begin_client_io(self) -> None: ...
     def end_client_io(self) -> None: ...
     def poll(self, timeout_ms: int = 0) -> list[Event]: ...
     def lost(self) -> int: ...
+    def take_packets(self) -> list[Packet]: ...
 
 
 @dataclass(frozen=True)
@@ -46,22 +50,34 @@ class ReproOptions:
 
 
 class ReproChild:
-    """The child process and its line protocol (see repro_child.py)."""
+    """The child process and its line protocol (see repro_child.py).
+
+    start() and close() run whole, whatever signal comes (tracer/interrupt.py): the
+    child is known from the moment it exists, and always ends. It is started with
+    SIGINT, SIGTERM and SIGHUP blocked (a terminal's Ctrl-C reaches the whole process
+    group: the child leaves it to the tool), and dies with the tool (PR_SET_PDEATHSIG).
+    """
 
     # How long the child may take to answer: Python starting in a software-emulated VM
     # under load can take seconds (kernel events keep the shorter step_timeout).
     ANSWER_TIMEOUT = 60.0
+    EXIT_TIMEOUT = 2.0  # after "exit" (or the end of its input), before it is killed
 
-    def __init__(self, opts: "ReproOptions"):
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.timeout = self.ANSWER_TIMEOUT
+
+    def start(self, opts: "ReproOptions") -> None:
         self.timeout = max(opts.step_timeout, self.ANSWER_TIMEOUT)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracer.collect.repro_child", str(opts.port), opts.scenario]
-            + (["--ipv6"] if opts.ipv6 else []),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=PACKAGE_ROOT,
-        )
+        with interrupt.shielded(), interrupt.immune():
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tracer.collect.repro_child", str(opts.port), opts.scenario,
+                 "--parent", str(os.getpid())] + (["--ipv6"] if opts.ipv6 else []),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=PACKAGE_ROOT,
+            )
 
     def expect(self, ev: str) -> dict:
         ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
@@ -73,7 +89,11 @@ class ReproChild:
                 + (f" (exit status {code})" if code is not None else ""),
                 "run again; if it repeats, report it with the output of `trace-halfclose doctor`",
             )
-        msg = json.loads(line)
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            raise UserError(f"the reproduction process answered {line.strip()!r} while waiting for '{ev}'",
+                            "report it with the output of `trace-halfclose doctor`") from None
         if msg.get("ev") == "error":
             raise UserError(f"reproduction failed: {msg.get('message')}", "it needs root and network namespaces")
         if msg.get("ev") != ev:
@@ -81,17 +101,39 @@ class ReproChild:
         return msg
 
     def send(self, cmd: str) -> None:
-        self.proc.stdin.write(cmd + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(cmd + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            code = self.proc.poll()
+            raise UserError(f"the reproduction process is gone (exit status {code}) before '{cmd}'",
+                            "run again; if it repeats, report it with the output of `trace-halfclose doctor`") from None
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send("exit")
-                self.proc.wait(timeout=2)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
+        """Tell the child to exit and close its input; kill it if it has not ended within
+        EXIT_TIMEOUT. Its namespace goes with it and its client. Idempotent."""
+        with interrupt.shielded():
+            proc = self.proc
+            if proc is None:
+                return
+            if proc.poll() is None:
+                try:
+                    proc.stdin.write("exit\n")
+                    proc.stdin.close()
+                except BrokenPipeError:  # it is exiting already, nobody reads its input: waited for below
+                    pass
+                try:
+                    proc.wait(timeout=self.EXIT_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None and not pipe.closed:
+                    try:
+                        pipe.close()
+                    except BrokenPipeError:
+                        continue  # "exit" could not be flushed to a dead child: nothing to tell it
+            self.proc = None
 
 
 def _state_code(rec: Recording, name: str) -> int:
@@ -119,12 +161,14 @@ def run(
     """Drive the reproduction; fills rec's marks, writes and events."""
     sc = scenarios.get(opts.scenario)
     rec.scenario, rec.family = sc.name, "ipv6" if opts.ipv6 else "ipv4"
-    child = ReproChild(opts)
+    child = ReproChild()
     try:
+        child.start(opts)
         ready = child.expect("ready")
         source.trace_netns(ready["netns"])
         rec.netns, rec.client_pid, rec.server_port = ready["netns"], ready["pid"], ready["server_port"]
-        source.trace_client(rec.client_pid, rec.server_port)
+        rec.sysctls, rec.wall_offset_ns = netns.sysctls(rec.client_pid), netns.wall_offset_ns()  # --packetdrill, --pcap
+        source.trace_client(rec.client_pid)
 
         child.send("connect")
         conn = child.expect("connected")
@@ -182,6 +226,8 @@ def run(
         child.close()
     _collect_for(source, rec, 0.05)
     rec.lost_events = source.lost()
+    # The packets' bytes; a previous run's late packets (its namespace) are not this run's.
+    rec.packets = [p for p in source.take_packets() if p.netns == rec.netns]
     return rec
 
 

@@ -1,9 +1,16 @@
 """The reproduction's processes: a server and a client in a private network namespace.
 
-Run by tracer/collect/repro.py as `python -m tracer.collect.repro_child PORT SCENARIO [--ipv6]`.
+Run by tracer/collect/repro.py as
+`python -m tracer.collect.repro_child PORT SCENARIO --parent PID [--ipv6]`.
 It takes one command per line on stdin and answers with one JSON object per
 line on stdout, so the tracer decides when each step happens (after it has
 seen the FIN, for instance) and nothing here sleeps blindly. Needs root.
+
+It ends when told (`exit`), at the end of its input, or with the tool: it and
+its client die with their parent (PR_SET_PDEATHSIG), and SIGINT, SIGTERM and
+SIGHUP stay blocked as the tool started it (tracer/interrupt.py immune()), so
+a Ctrl-C at the terminal is the tool's to handle. A closed pipe ends it
+quietly. Its network namespace goes with the last of the two.
 
 This process is the server. The client is a child process of its own, so a
 scenario where SIGPIPE kills the writer kills only the client, and the
@@ -26,6 +33,7 @@ import struct
 import sys
 import time
 
+from tracer.collect.keeper import die_with_parent
 from tracer.process.scenarios import SCENARIOS, Scenario
 
 CLONE_NEWNET = 0x40000000
@@ -63,13 +71,25 @@ def errname(exc: OSError) -> str:
 # --- the client process ---------------------------------------------------------
 
 
-def client_main(ctl: socket.socket, sc: Scenario, family: int, addr: str, port: int) -> None:
-    """Serve the server's commands over ctl, one JSON line each way."""
+def client_main(ctl: socket.socket, sc: Scenario, family: int, addr: str, port: int, server: int) -> None:
+    """Serve the server's commands over ctl, one JSON line each way; exit quietly when
+    the server is gone."""
+    try:
+        die_with_parent(server)
+        _client_loop(ctl, sc, family, addr, port)
+    except (BrokenPipeError, ConnectionError):
+        pass  # the server is gone (the tool stopped): nobody to answer
+    os._exit(0)
+
+
+def _client_loop(ctl: socket.socket, sc: Scenario, family: int, addr: str, port: int) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL if sc.sigpipe_default else signal.SIG_IGN)
     f = ctl.makefile("rw")
     sock = None
     for line in f:
         cmd = line.split()
+        if not cmd:
+            continue
         if cmd[0] == "connect":
             sock = socket.socket(family, socket.SOCK_STREAM)
             t = now()
@@ -98,7 +118,6 @@ def client_main(ctl: socket.socket, sc: Scenario, family: int, addr: str, port: 
             break
         f.write(json.dumps(reply) + "\n")
         f.flush()
-    os._exit(0)
 
 
 # --- the server (this process) ------------------------------------------------------
@@ -134,6 +153,8 @@ class Server:
 
 def main(argv: list[str]) -> int:
     port, name = int(argv[1]), argv[2]
+    if "--parent" in argv:
+        die_with_parent(int(argv[argv.index("--parent") + 1]))
     sc = SCENARIOS[name]
     try:
         netns = enter_private_netns()
@@ -142,10 +163,11 @@ def main(argv: list[str]) -> int:
         say(ev="error", message=str(exc))
         return 1
     ours, theirs = socket.socketpair()
+    me = os.getpid()
     pid = os.fork()
     if pid == 0:
         ours.close()
-        client_main(theirs, sc, server.family, server.addr, port)
+        client_main(theirs, sc, server.family, server.addr, port, me)
     theirs.close()
     ctl = ours.makefile("rw")
     say(ev="ready", netns=netns, pid=pid, server_port=port, family="ipv6" if "--ipv6" in argv else "ipv4")
@@ -172,13 +194,16 @@ def main(argv: list[str]) -> int:
             continue
         if cmd[0] == "connect":
             r = ask("connect")
+            if r is None:
+                say(ev="error", message=f"the client process ended before it connected ({died()})")
+                return 1
             server.conn, _ = server.listener.accept()
             say(ev="connected", **r)
         elif cmd[0] == "close":
             t = now()
             server.close()
             say(ev="server_closed", t_ns=t, how=sc.server)
-        elif cmd[0] in ("write", "presend", "read"):
+        elif cmd[0] in ("write", "presend", "read") and (cmd[0] != "write" or cmd[1:2] and cmd[1].isdigit()):
             t = now()
             r = ask(line.strip())
             if r is None:
@@ -187,6 +212,8 @@ def main(argv: list[str]) -> int:
             say(ev="read" if cmd[0] == "read" else "write", **r)
         elif cmd[0] == "exit":
             break
+        else:
+            say(ev="error", message=f"unknown command {line.strip()!r}")
     ask("exit")
     try:
         os.waitpid(pid, 0)
@@ -196,4 +223,9 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    try:
+        code = main(sys.argv)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the tool is gone (its end of the pipe closed): nobody to answer
+        code = 0
+    os._exit(code)  # no flush at exit: a closed pipe would be reported then

@@ -3,8 +3,8 @@
 bcc rewrites map calls (map.lookup()) and finds programs only in its main
 source text, so the files of bpf/ cannot be #included into one another: they
 are joined here, in PARTS order, each opened by a `#line 1 "bpf/<path>"`
-marker so that a compile error names the real file and line. Only the two
-headers without maps (halfclose.h, sock_read.h) are #included, through -I.
+marker so that a compile error names the real file and line. Only the
+headers without maps (halfclose.h, sock_read.h, args.h) are #included, through -I.
 
 `trace-halfclose --ebpf` prints program_text(), the very text BpfSession
 compiles. Pure: no bcc, no kernel.
@@ -17,11 +17,11 @@ from pathlib import Path
 # the mode's common part (its filter and the programs all its backends share),
 # the shared pieces the backend needs, the backend's own programs last.
 PARTS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("repro", "kprobe"): ("common.bpf.c", "repro/common.bpf.c", "shared/stash.bpf.c", "shared/kretprobes.bpf.c",
-                          "repro/kprobe.bpf.c"),
-    ("repro", "fentry"): ("common.bpf.c", "repro/common.bpf.c", "repro/fentry.bpf.c"),
-    ("repro", "tracepoint"): ("common.bpf.c", "repro/common.bpf.c", "shared/syscalls.bpf.c", "shared/fd_sock.bpf.c",
-                              "repro/tracepoint.bpf.c"),
+    ("repro", "kprobe"): ("common.bpf.c", "shared/capture.bpf.c", "repro/common.bpf.c", "shared/stash.bpf.c",
+                          "shared/kretprobes.bpf.c", "repro/kprobe.bpf.c"),
+    ("repro", "fentry"): ("common.bpf.c", "shared/capture.bpf.c", "repro/common.bpf.c", "repro/fentry.bpf.c"),
+    ("repro", "tracepoint"): ("common.bpf.c", "shared/capture.bpf.c", "repro/common.bpf.c", "shared/syscalls.bpf.c",
+                              "shared/fd_sock.bpf.c", "repro/tracepoint.bpf.c"),
     ("watch", "kprobe"): ("common.bpf.c", "watch/common.bpf.c", "shared/stash.bpf.c", "watch/entries.bpf.c",
                           "shared/kretprobes.bpf.c", "watch/kprobe.bpf.c"),
     ("watch", "fentry"): ("common.bpf.c", "watch/common.bpf.c", "shared/stash.bpf.c", "watch/entries.bpf.c",
@@ -29,7 +29,8 @@ PARTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("watch", "tracepoint"): ("common.bpf.c", "watch/common.bpf.c", "shared/syscalls.bpf.c", "shared/fd_sock.bpf.c",
                               "watch/tracepoint.bpf.c"),
 }
-HEADERS = ("halfclose.h", "sock_read.h")
+HEADERS = ("halfclose.h", "sock_read.h", "args.h")
+CAPTURE_PART = "shared/capture.bpf.c"  # its texts have the `packets` ring buffer (struct hc_packet)
 
 
 def bpf_dir() -> Path:
@@ -56,7 +57,7 @@ def joined(mode: str, backend: str, directory: Path | None = None) -> str:
 
 def compile_flags(defines: list[str], extra: list[str] | tuple[str, ...] = (), directory: Path | None = None) -> list[str]:
     """bcc's cflags: the headers' directory, then the extra flags (struct offsets,
-    watch filters), then the plan's -DHAVE_ defines."""
+    watch filters), then the plan's defines (-DHAVE_, and the argument slots -DARG_/-DRET_)."""
     return [f"-I{directory or bpf_dir()}", *extra, *defines]
 
 

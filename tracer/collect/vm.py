@@ -20,6 +20,14 @@ from pathlib import Path
 from tracer.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]  # the directory that holds the tracer package
+# The kernel options a self-built kernel needs (`trace-halfclose vm --kconfig`): package data,
+# beside this module in a checkout and in the wheel (pyproject.toml's package-data).
+KCONFIG = Path(__file__).resolve().parent / "vm-kernel.config"
+
+
+def kconfig_fragment() -> str:
+    """The config fragment for a kernel tree (vng --kconfig --config FILE, then make)."""
+    return KCONFIG.read_text()
 
 
 def _version_key(path: Path) -> list:

@@ -20,6 +20,7 @@ Needs root, bcc, the kernel's headers and BTF, like the reproduction.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
+from tracer import interrupt
 from tracer.collect.bpf import BpfSession
 from tracer.collect.prepare import load_first, new_recording, prepare
 from tracer.errors import UserError
@@ -63,28 +65,38 @@ class WatchOptions:
 
 
 def check_options(opts: WatchOptions, proc: Path = Path("/proc")) -> tuple[WatchOptions, list[str]]:
-    """Bad input as a UserError before anything is loaded; the options to use, and notes."""
+    """Bad input as a UserError (exit status 2) before anything is loaded: one line, what is
+    wrong and what is allowed. Returns the options to use, and notes for the user."""
     notes = []
     if not (opts.pids or opts.comm is not None or opts.port or opts.command):
         raise UserError("watch needs a filter: --pid, --comm, --port, or a command to start after --",
                         "e.g. trace-halfclose watch --port 9999, or trace-halfclose watch -- ./client")
     if opts.pids and opts.command:
-        raise UserError("--pid cannot be combined with a command to start",
-                        "watch the running process with --pid, or start one after --, not both")
+        raise UserError("--pid cannot be combined with a command to start: watch the running process "
+                        "with --pid, or start one after --, not both")
     for pid in opts.pids:
         if pid <= 0 or not (proc / str(pid)).is_dir():
-            raise UserError(f"no process with pid {pid}", "give the pid of a running process (ps -e lists them)")
+            raise UserError(f"--pid {pid}: no process with pid {pid}; give the pid of a running process "
+                            "(ps -e lists them)")
     if opts.comm is not None:
         if not opts.comm:
-            raise UserError("--comm is empty", "give a process name, as ps -o comm shows it")
-        raw = opts.comm.encode()
+            raise UserError("--comm is empty: give a process name, as ps -o comm shows it")
+        if "/" in opts.comm and os.path.exists(opts.comm):
+            base = os.path.basename(opts.comm.rstrip("/")) or opts.comm
+            raise UserError(f"--comm {opts.comm}: that is a path; the kernel names a task after the last part "
+                            f"of its program's path: --comm {base[:TASK_COMM_LEN - 1]}")
+        raw = opts.comm.encode(errors="surrogateescape")
         if len(raw) > TASK_COMM_LEN - 1:
-            cut = raw[:TASK_COMM_LEN - 1].decode(errors="ignore")
+            # The kernel keeps the first 15 bytes, even when they cut a character in two: so do we.
+            cut = raw[:TASK_COMM_LEN - 1].decode(errors="surrogateescape")
+            shown = raw[:TASK_COMM_LEN - 1].decode(errors="replace")
             notes.append(f"--comm: the kernel keeps the first {TASK_COMM_LEN - 1} bytes of a task's name "
-                         f"(TASK_COMM_LEN, include/linux/sched.h, v6.1): matching {cut!r}")
+                         f"(TASK_COMM_LEN, include/linux/sched.h, v6.1): matching {shown!r}")
             opts = replace(opts, comm=cut)
     if opts.command and shutil.which(opts.command[0]) is None:
-        raise UserError(f"command not found: {opts.command[0]}", "give a program on PATH, or its path")
+        what = "not an executable file" if os.path.exists(opts.command[0]) else "not found"
+        raise UserError(f"command {what}: {opts.command[0]}; give a program on PATH, or the path of an "
+                        "executable file")
     return opts, notes
 
 
@@ -106,7 +118,7 @@ def describe_filter(opts: WatchOptions) -> str:
     if opts.pids:
         parts.append("pid " + ", ".join(map(str, opts.pids)))
     if opts.comm is not None:
-        parts.append(f"tasks named {opts.comm!r}")
+        parts.append(f"tasks named {opts.comm.encode(errors='surrogateescape').decode(errors='replace')!r}")
     if opts.port:
         parts.append(f"connections on port {opts.port} (local or remote)")
     return " and ".join(parts)
@@ -123,54 +135,129 @@ class Sink(Protocol):
     def end(self, wrec: WatchRecording, cts: list[ConnTimeline]) -> None: ...
 
 
+KEEPER = Path(__file__).resolve().with_name("keeper.py")
+
+
 class _Command:
-    """The command after --: started once the probes are attached, by a launcher
-    whose next child the kernel adds to the watched pids (task:task_newtask)."""
+    """The command after --: started once the probes are attached, by its keeper
+    (tracer/collect/keeper.py), a child of the tool that the kernel adds to the
+    watched pids as the launcher's next child (task:task_newtask), and with it
+    everything it starts. The keeper passes on the signal the tool got, and ends
+    whatever the command left when the watch ends -- or when the tool dies."""
 
-    def __init__(self, session: BpfSession, argv: tuple[str, ...], to_stderr: bool):
-        session.set_launcher(os.getpid())
-        try:
-            self.proc = subprocess.Popen(list(argv), stdout=sys.stderr if to_stderr else None)
-        except OSError as exc:
-            raise UserError(f"cannot start {argv[0]}: {exc.strerror or exc}", "check the command") from None
-        finally:
-            session.set_launcher(0)
-        session.watch_pid(self.proc.pid)
-        self.session = session
+    START_TIMEOUT = 60.0  # Python starting the keeper (a software-emulated VM is slow)
+    SIGNAL_GRACE = 2.0  # after passing a signal on, before the rest is ended
 
-    def stop(self) -> None:
-        """Terminate the command and the processes the watch followed from it."""
-        if self.proc.poll() is not None:
-            return
-        pids = {self.proc.pid, *self.session.watched_pids()}
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    continue  # already exited: nothing to stop
+    def __init__(self) -> None:
+        self.keeper: subprocess.Popen | None = None
+        self.pid: int | None = None
+        self.returncode: int | None = None  # the command's, as subprocess's (negative: a signal)
+        self._control: int | None = None
+        self._report: int | None = None
+        self._buf = b""
+
+    def start(self, session: BpfSession, argv: tuple[str, ...], to_stderr: bool) -> None:
+        report_r, report_w = os.pipe()
+        control_r, control_w = os.pipe()
+        ignored = ",".join(str(int(s)) for s in sorted(interrupt.ignored_at_start()))
+        with interrupt.shielded():
+            session.set_launcher(os.getpid())
             try:
-                self.proc.wait(timeout=2)
-                return
-            except subprocess.TimeoutExpired:
+                with interrupt.immune():
+                    self.keeper = subprocess.Popen(
+                        [sys.executable, "-I", "-S", str(KEEPER), str(report_w), str(control_r), ignored, "--", *argv],
+                        pass_fds=(report_w, control_r), stdout=sys.stderr if to_stderr else None)
+            finally:
+                session.set_launcher(0)
+                os.close(report_w)
+                os.close(control_r)
+                self._control, self._report = control_w, report_r
+        os.set_blocking(report_r, False)
+        session.watch_pid(self.keeper.pid)
+        deadline = time.monotonic() + self.START_TIMEOUT
+        while (line := self._line()) is None:
+            if self.keeper.poll() is not None or time.monotonic() > deadline:
+                line = f"error the command's keeper ended (status {self.keeper.poll()})"
+                break
+            select.select([report_r], [], [], 0.1)
+        if line.startswith("error "):
+            self.stop()
+            raise UserError(f"cannot start {argv[0]}: {line[len('error '):]}", "check the command")
+        self.pid = int(line.split()[1])
+        session.watch_pid(self.pid)
+
+    def _line(self) -> str | None:
+        """The keeper's next report line, if one is there; `exit S` lines are taken in."""
+        while True:
+            if b"\n" not in self._buf and self._report is not None:
+                try:
+                    data = os.read(self._report, 4096)
+                except BlockingIOError:
+                    data = None
+                if data:
+                    self._buf += data
+                    continue
+            if b"\n" not in self._buf:
+                return None
+            raw, self._buf = self._buf.split(b"\n", 1)
+            line = raw.decode(errors="replace")
+            if line.startswith("exit "):
+                self.returncode = int(line.split()[1])
                 continue
+            return line
+
+    def poll(self) -> int | None:
+        """The command's status once it ended, else None."""
+        self._line()
+        return self.returncode
+
+    def stop(self, signum: int | None = None) -> None:
+        """Pass signum on to the command and what it started (the tool got it) and give them
+        SIGNAL_GRACE to end; then the keeper ends whatever is left (SIGTERM, then SIGKILL)
+        and exits. Runs whole; idempotent."""
+        with interrupt.shielded():
+            if self.keeper is None:
+                return
+            if signum is not None and self.returncode is None and self._control is not None:
+                try:
+                    os.write(self._control, f"signal {signum}\n".encode())
+                except BrokenPipeError:  # the keeper is gone already: nothing left to pass it to
+                    pass
+                deadline = time.monotonic() + self.SIGNAL_GRACE
+                while self.poll() is None and time.monotonic() < deadline and self.keeper.poll() is None:
+                    time.sleep(0.02)
+            if self._control is not None:
+                os.close(self._control)  # the keeper's cue to end the rest and exit
+                self._control = None
+            try:
+                self.keeper.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.keeper.kill()  # the command dies with it (PR_SET_PDEATHSIG)
+                self.keeper.wait()
+            self._line()
+            if self._report is not None:
+                os.close(self._report)
+                self._report = None
 
 
 def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda _: None,
-        ready: Callable[[str], None] = lambda _: None, note: Callable[[str], None] = lambda _: None) -> WatchRecording:
+        ready: Callable[[str], None] = lambda _: None) -> WatchRecording:
     """Watch until Ctrl-C, --duration, or the end of the command (or of the --pid processes).
     Connections go to the sink as they end (their socket destroyed), the others at the end.
-    progress: what is being done; ready: the probes are attached; note: for the user."""
-    opts, notes = check_options(opts)
-    for n in notes:
-        note(n)
+    progress: what is being done; ready: the probes are attached. opts: as check_options()
+    returned them (the CLI checks them before anything else).
+
+    A signal (SIGINT, SIGTERM, SIGHUP; tracer/interrupt.py) once the probes are attached
+    ends the watch: the command gets the same signal, the probes are detached, and what
+    was seen is shown; wrec.stop_signal says which. Before that, it propagates."""
     t0 = time.monotonic_ns()
-    plans, skipped, btf, view = prepare("watch", opts.backend, follow=opts.follow, by_pid=opts.by_pid)
-    names = state_names_from_btf(btf) or dict(TCP_STATES_FALLBACK)
     try:
+        plans, skipped, btf, view = prepare("watch", opts.backend, follow=opts.follow, by_pid=opts.by_pid)
+        names = state_names_from_btf(btf) or dict(TCP_STATES_FALLBACK)
         session, plan = load_first(plans, skipped, btf, progress, filter_defines(opts, names))
-    except KeyboardInterrupt:
-        raise UserError("interrupted before the watch began", exit_code=130) from None
+    except KeyboardInterrupt as exc:
+        exc.before_watch = True  # nothing attached is left, no command was started
+        raise
     marks = [UserMark(START_MARK, t0), UserMark("probes attached", time.monotonic_ns())]
     rec = replace(new_recording(plan, btf, skipped, view), scenario="watch", marks=marks)
     wrec = WatchRecording(rec, opts.filter_json(), t0)
@@ -199,16 +286,17 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
             session.watch_comm(opts.comm)
         ready(f"probes attached ({plan.backend} backend); watching {describe_filter(opts)}; Ctrl-C to stop")
         if opts.command:
-            command = _Command(session, opts.command, opts.command_to_stderr)
-            wrec.command_pid = command.proc.pid
-            rec.marks.append(UserMark(f"command started: pid {command.proc.pid}: {' '.join(opts.command)}",
+            command = _Command()
+            command.start(session, opts.command, opts.command_to_stderr)
+            wrec.command_pid = command.pid
+            rec.marks.append(UserMark(f"command started: pid {command.pid}: {' '.join(opts.command)}",
                                       time.monotonic_ns()))
         sink.start(wrec)
         end = time.monotonic() + opts.duration if opts.duration else None
         while True:
             collect(POLL_MS)
-            if command and command.proc.poll() is not None:
-                wrec.command_status = command.proc.returncode
+            if command and command.poll() is not None:
+                wrec.command_status = command.returncode
                 wrec.stop_reason = "the command exited"
             elif opts.pids and not any((Path("/proc") / str(p)).is_dir() for p in opts.pids):
                 wrec.stop_reason = "the watched processes exited"
@@ -220,18 +308,22 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
             drain = time.monotonic() + DRAIN_S
             while time.monotonic() < drain:
                 collect(POLL_MS)
-    except KeyboardInterrupt:
-        wrec.stop_reason = "interrupted (Ctrl-C)"
+    except KeyboardInterrupt as exc:
+        wrec.stop_signal = interrupt.signum_of(exc)
+        name = interrupt.name_of(wrec.stop_signal)
+        wrec.stop_reason = "interrupted (Ctrl-C)" if wrec.stop_signal == signal.SIGINT else f"interrupted ({name})"
     finally:
-        wrec.stop_ns = time.monotonic_ns()
-        if command:
-            command.stop()
-            if wrec.command_status is None:
-                wrec.command_status = command.proc.returncode
-        try:
-            take(0)
-        finally:
-            session.close()
+        with interrupt.shielded():
+            wrec.stop_ns = time.monotonic_ns()
+            if command:
+                command.stop(wrec.stop_signal)  # the command gets the signal the tool got
+                if wrec.command_status is None:
+                    wrec.command_status = command.returncode
+            try:
+                take(0)
+            finally:
+                session.close()
+    interrupt.rearm()  # the probes are detached and the command ended: a signal may cut what follows
     show(grouper.rest())
     sink.end(wrec, shown)
     return wrec

@@ -119,6 +119,8 @@ def _backend_lines(console: Console, title: str, rec) -> None:
     console.print(f"probes: {', '.join(rec.attached)}", style="dim")
     if rec.missing:
         console.print(f"not on this kernel: {', '.join(rec.missing)}", style="dim")
+    for why in rec.missing_notes:
+        console.print(f"not traced: {why}", style="dim")
 
 
 def timeline(tl: Timeline, console: Console | None = None, as_ladder: bool = False) -> None:
@@ -241,6 +243,43 @@ def checks(items, summary: str, ok: bool, console: Console | None = None) -> Non
         table.add_row(mark, escape(c.name), escape(c.detail), "" if c.ok else escape(c.remedy))
     console.print(table)
     console.print(f"[bold {'green' if ok else 'red'}]{escape(summary)}[/]")
+
+
+def compare(c, console: Console | None = None) -> None:
+    """Kernels side by side: per scenario the rows that differ, highlighted, each with a
+    note number for its reason (the notes under the table); identical rows folded into a count."""
+    console = console or out_console()
+    console.print(f"[bold]trace-halfclose compare[/]: {escape(', '.join(f'{r.label} ({r.backend})' for r in c.runs))}")
+    table = Table(show_lines=False, header_style="bold")
+    for col in ("scenario", "what", *(r.label for r in c.runs), "why"):
+        table.add_column(escape(col))
+    notes: list[str] = []
+
+    def note_of(reason) -> str:
+        text = words.compare_reason(reason, c.runs)
+        if text not in notes:
+            notes.append(text)
+        return f"{'kernel' if reason.kind == 'era' else 'backend'} [{notes.index(text) + 1}]"
+
+    for scenario in c.scenarios:
+        rows = [r for r in c.rows if r.scenario == scenario]
+        first = True
+        for r in (r for r in rows if not r.same):
+            style = "red" if r.user_visible else "yellow"
+            values = (f"[{style}]{escape(v if v is not None else '—')}[/]" for v in r.values)
+            table.add_row(escape(scenario) if first else "", f"[{style}]{escape(r.what)}[/]", *values,
+                          ", ".join(note_of(x) for x in r.reasons))
+            first = False
+        same = sum(1 for r in rows if r.same)
+        if same:
+            table.add_row(escape(scenario) if first else "", f"[dim]{same} rows the same on every kernel[/]",
+                          *([""] * (len(c.runs) + 1)))
+        table.add_section()
+    console.print(table)
+    for i, text in enumerate(notes, 1):
+        console.print(f"[dim][{i}] {escape(text)}[/]")
+    ok = not c.user_visible_differences
+    console.print(f"[bold {'green' if ok else 'red'}]{escape(words.compare_summary(c))}[/]")
 
 
 def out_console() -> Console:

@@ -216,3 +216,25 @@ class WatchJson:
 
     def end(self, wrec, cts) -> None:
         self._put(watch_end_lines(wrec, cts))
+
+
+# --- compare (trace-halfclose compare) ------------------------------------------------
+
+
+def compare_lines(c) -> Iterator[dict]:
+    """A "meta" line with the runs, a "row" line per aligned row (all of them), a "summary"."""
+    yield {"type": "meta", "schema": SCHEMA_VERSION, "mode": "compare",
+           "runs": [{"label": r.label, "kernel": r.kernel, "backend": r.backend,
+                     "scenarios": list(r.recordings)} for r in c.runs]}
+    for r in c.rows:
+        yield {"type": "row", "scenario": r.scenario, "group": r.group, "what": r.what,
+               "values": {run.label: v for run, v in zip(c.runs, r.values)}, "same": r.same,
+               "user_visible": r.user_visible, "reasons": [words.compare_reason(x, c.runs) for x in r.reasons]}
+    yield {"type": "summary", "kernels": len(c.runs), "scenarios": len(c.scenarios), "rows": len(c.rows),
+           "differences": len(c.differences), "user_visible_differences": len(c.user_visible_differences),
+           "text": words.compare_summary(c)}
+
+
+def write_compare(c, out: IO[str]) -> None:
+    for obj in compare_lines(c):
+        out.write(json.dumps(obj) + "\n")

@@ -358,3 +358,83 @@ def watch_column(conn: int | None, addr: str | None, port: int, writers=()) -> s
 def watch_title(conns: list[int], kernel: str, backend: str) -> str:
     which = " and ".join(f"#{c}" for c in conns)
     return f"connection{'s' if len(conns) > 1 else ''} {which} on Linux {kernel}, backend {backend}"
+
+
+# --- the pcapng file (display/pcap.py): a section per run, a comment per packet ---------
+
+# Which kernel function decided to answer with an RST, per sender (rst_sender): read in
+# Linux 6.1.192 and 6.12.117 (docs/kernel-source.md; tracer/process/scenarios.py).
+RST_DECIDED_BY = {
+    "timewait": "tcp_timewait_state_process",  # TCP_TW_RST for new data, net/ipv4/tcp_minisocks.c
+    "full socket": "tcp_rcv_state_process",  # returned 1: tcp_v4_do_rcv / tcp_v6_do_rcv answered with RST
+    "active reset": "tcp_send_active_reset",  # tcp_close / tcp_disconnect, net/ipv4/tcp.c
+    "no socket": "tcp_v4_rcv / tcp_v6_rcv (no socket for the segment)",
+}
+
+
+def rst_sent_by(v: dict) -> str:
+    """The RST's sender and the function that decided it, from a sender note's values."""
+    who, state = v["rst_sender"], v.get("state")
+    if who == "active reset":
+        sender = f"the socket itself, resetting its connection (state {state})"
+    else:
+        sender = rst_sender(who, state, v.get("tw_substate"))
+    return f"sent by {sender}, {RST_DECIDED_BY[who]}"
+
+
+def packet_call(w: IoNote) -> str:
+    """A call beside the packet it sent (or after which it ran): `write 1 → 6 in CLOSE_WAIT (...)`."""
+    state = f" in {w.state}" if w.state else ""
+    return f"{call_label(w)} → {short_result(w)}{state} ({reason(w)})"
+
+
+def packet_step(n: KernelNote) -> str:
+    """A kernel step beside a packet, named by its side; an RST sender without it (the packet says who)."""
+    if n.event.kind in (Kind.SEND_RESET, Kind.ACTIVE_RESET):
+        return rst_sent_by(n.values)
+    during = where_short(n.where)
+    side = "client" if n.event.kind == Kind.SIGNAL else n.side  # signal_generate is traced for the client's pid
+    return f"{side}: {ladder_step(n)}" + (f" ({during})" if during else "") + (" (teardown)" if n.teardown else "")
+
+
+def packet_comment(items: list[str]) -> str:
+    """One line: tshark prints frame.comment one packet a line."""
+    return "; ".join(items)
+
+
+def pcap_section(scenario: str, kernel: str, backend: str, family: str) -> str:
+    return f"trace-halfclose: {ladder_title(scenario, kernel, backend, family)}"
+
+
+def pcap_interface(netns: int) -> str:
+    return f"loopback of the reproduction's network namespace (inode {netns})"
+
+
+PCAP_CHECKSUMS = ("TCP checksums filled in where the whole segment was captured; a segment whose payload "
+                  "was not (page fragments) keeps the kernel's partial checksum (loopback offload)")
+
+
+# --- compare (trace-halfclose compare) ------------------------------------------------
+
+
+def compare_reason(reason, runs) -> str:
+    """Why a compared row differs (tracer.process.compare.Reason), naming the runs."""
+    if reason.kind == "era":
+        have = [r.label for r, h in zip(runs, reason.per_run) if h]
+        lack = [r.label for r, h in zip(runs, reason.per_run) if not h]
+        return f"{reason.function} on {', '.join(have)}, not on {', '.join(lack)} ({reason.note})"
+    backends = ", ".join(f"{r.label}: {b}" for r, b in zip(runs, reason.per_run))
+    return (f"the backends differ ({backends}): kprobe and fentry see the functions, tracepoints only the "
+            "socket around the syscall, so branches are inferred and some steps are not observable")
+
+
+def compare_summary(c) -> str:
+    n, diffs = len(c.runs), c.differences
+    if not diffs:
+        return f"same behaviour on all {n} kernels ({len(c.rows)} rows in {len(c.scenarios)} scenarios)"
+    scenarios = len({r.scenario for r in diffs})
+    visible = len(c.user_visible_differences)
+    return (f"{len(diffs)} difference{'s' if len(diffs) != 1 else ''} in {scenarios} scenario"
+            f"{'s' if scenarios != 1 else ''} across {n} kernels; "
+            + (f"{visible} in what a program sees (return values, errnos, signals)" if visible
+               else "every return value, errno and signal is the same"))

@@ -29,7 +29,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
-__all__ = ["Btf", "BtfError", "FieldLoc"]
+__all__ = ["Btf", "BtfError", "FieldLoc", "FuncProto", "Param"]
 
 # BTF kinds (uapi/linux/btf.h).
 INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF = 1, 2, 3, 4, 5, 6, 7, 8
@@ -73,6 +73,41 @@ class FieldLoc:
     # For bitfields `size` is the smallest load width (1/2/4/8) that covers
     # bit_shift + bit_size bits starting at byte_offset, so a caller can do
     # `(load<size>(base + byte_offset) >> bit_shift) & ((1 << bit_size) - 1)`.
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a kernel function, as BTF records it."""
+
+    name: str  # "" when BTF has no name for it (never for a vmlinux FUNC's own prototype)
+    type: str  # spelled as in C, for messages: "struct sock *", "size_t", "int *"
+
+
+@dataclass(frozen=True)
+class FuncProto:
+    """A kernel function's prototype (BTF_KIND_FUNC -> BTF_KIND_FUNC_PROTO).
+
+    A BPF program reads the n-th argument in slot n: PT_REGS_PARM<n+1> in a
+    kprobe, ctx[n] in an fentry/fexit program, whose return value is the slot
+    after every parameter (ctx[len(params)], kernel/bpf/btf.c btf_ctx_access:
+    `arg == nr_args` is the return value for BPF_TRACE_FEXIT)."""
+
+    name: str
+    params: tuple[Param, ...]
+    returns: str  # "void" for none
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    def position(self, param: str) -> int | None:
+        """The slot of the parameter named `param`, or None when the function has none by that name."""
+        return self.names.index(param) if param in self.names else None
+
+    @property
+    def ret_slot(self) -> int:
+        """Where an fexit program finds the return value: after every parameter."""
+        return len(self.params)
 
 
 class Btf:
@@ -344,3 +379,62 @@ class Btf:
         """True if BTF has a BTF_KIND_FUNC of that name (i.e. a kernel function
         pahole recorded; static functions that were inlined are absent)."""
         return bool(self._named(name, (FUNC,)))
+
+    def func_proto(self, name: str) -> FuncProto:
+        """The prototype of kernel function `name`: its parameters' names and types
+        in order, and its return type. A BtfError when BTF has no FUNC of that name,
+        when its prototype is variadic, or when several FUNCs of that name (static
+        functions of different files) disagree on their parameters: then which one a
+        probe would hit is unknown."""
+        ids = self._named(name, (FUNC,))
+        if not ids:
+            raise BtfError(f"no function named '{name}' in BTF")
+        protos = {self._proto(name, self._rec(t)[4]) for t in ids}
+        if len({p.params for p in protos}) > 1:
+            shapes = "; ".join(sorted(f"({', '.join(p.names)})" for p in protos))
+            raise BtfError(f"'{name}' has {len(protos)} different prototypes in BTF: {shapes}")
+        return next(iter(protos))
+
+    def _proto(self, name: str, tid: int) -> FuncProto:
+        kind, _, vlen, _, ret = self._rec(tid)
+        if kind != FUNC_PROTO:
+            raise BtfError(f"'{name}': its FUNC does not point to a FUNC_PROTO (kind {kind})")
+        base, params = self._offs[tid] + 12, []
+        for i in range(vlen):
+            name_off, ptype = struct.unpack_from("<II", self._types, base + 8 * i)
+            if not name_off and not ptype:  # the "..." of a variadic function (btf.rst, BTF_KIND_FUNC_PROTO)
+                raise BtfError(f"'{name}' is variadic: its arguments have no fixed slots")
+            params.append(Param(self._str(name_off) if name_off else "", self.type_name(ptype)))
+        return FuncProto(name, tuple(params), self.type_name(ret))
+
+    def type_name(self, tid: int, _depth: int = 0) -> str:
+        """A type as C spells it, for messages and checks: "struct sock *",
+        "const char *", "size_t" (typedefs keep their name), "void"."""
+        if _depth > 50:
+            raise BtfError("type chain too long (cyclic BTF?)")
+        if tid == 0:
+            return "void"
+        kind, _, _, name_off, ref = self._rec(tid)
+        name = self._str(name_off) if name_off else ""
+        if kind in (INT, FLOAT, TYPEDEF):
+            return name
+        if kind in (STRUCT, UNION, ENUM, ENUM64, FWD):
+            tag = {STRUCT: "struct", UNION: "union"}.get(kind, "enum")
+            if kind == FWD:
+                tag = "union" if self._rec(tid)[1] else "struct"  # FWD: kind_flag 1 means union
+            return f"{tag} {name or '(anon)'}"
+        if kind == PTR:
+            inner = self.type_name(ref, _depth + 1)
+            return inner + ("*" if inner.endswith("*") else " *")
+        if kind in (CONST, VOLATILE, RESTRICT):
+            word = {CONST: "const", VOLATILE: "volatile", RESTRICT: "restrict"}[kind]
+            inner = self.type_name(ref, _depth + 1)
+            return f"{inner} {word}" if inner.endswith("*") else f"{word} {inner}"
+        if kind == TYPE_TAG:  # __user, __rcu, ...: a tag on the pointee, not part of the C type
+            return self.type_name(ref, _depth + 1)
+        if kind == ARRAY:
+            elem, _idx, nelems = _U32X3.unpack_from(self._types, self._offs[tid] + 12)
+            return f"{self.type_name(elem, _depth + 1)}[{nelems}]"
+        if kind == FUNC_PROTO:
+            return "function"
+        return name or f"kind {kind}"

@@ -21,6 +21,7 @@ SOCK_FIELDS = {
     # packets and the RST's sender
     "OFF_SKB_HEAD": ("sk_buff", "head"),
     "OFF_SKB_NETWORK_HEADER": ("sk_buff", "network_header"),
+    "OFF_SKB_TAIL": ("sk_buff", "tail"),  # the end of the linear data: packet capture (bpf/shared/capture.bpf.c)
     "OFF_SKB_DEV": ("sk_buff", "dev"),
     "OFF_DEV_NET": ("net_device", "nd_net.net"),
     "OFF_TW_SUBSTATE": ("inet_timewait_sock", "tw_substate"),

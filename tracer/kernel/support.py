@@ -66,6 +66,30 @@ def tracepoint_exists(tracefs: Path, category: str, name: str) -> bool:
     return (tracefs / "events" / category / name / "format").exists()
 
 
+_FIELD = re.compile(r"^\s+field:([^;]*);", re.M)
+_ARRAY = re.compile(r"\[[^\]]*\]\s*$")
+
+
+def format_fields(text: str) -> frozenset[str]:
+    """The fields of a tracepoint's record, from its format file
+    (events/<category>/<name>/format): `field:<C declaration>;` lines, the common_*
+    header left out. `__u8 saddr[sizeof(struct sockaddr_in6)]` is the field saddr."""
+    names = set()
+    for decl in _FIELD.findall(text):
+        words = re.findall(r"[A-Za-z_]\w*", _ARRAY.sub("", decl.strip()))
+        if words and not words[-1].startswith("common_"):
+            names.add(words[-1])
+    return frozenset(names)
+
+
+def tracepoint_fields(tracefs: Path, category: str, name: str) -> frozenset[str] | None:
+    """A tracepoint's record fields on this kernel, or None when it has no readable format."""
+    try:
+        return format_fields((tracefs / "events" / category / name / "format").read_text())
+    except OSError:
+        return None
+
+
 def headers_dir(release: str | None = None, modules: Path = Path("/lib/modules")) -> Path | None:
     """Where bcc will look for kernel headers, if they are there."""
     env = os.environ.get("BCC_KERNEL_SOURCE")

@@ -7,7 +7,10 @@ not-observed (this backend or kernel cannot see it; says why).
 
 `expected()` is the verdict the tool's own source reading predicts for the
 kernel and backend of the run; `--check` fails when a verdict differs.
-Source read: Linux 6.1.192 and 6.12.117 (docs/kernel-source.md).
+Source read: Linux 6.1.192 and 6.12.117 (docs/kernel-source.md). A claim's
+`eras` name the kernel differences that change what is seen or expected
+(tracer/kernel/eras.py, with the oldest kernel and the source of each); the
+expected verdict follows what the recorded kernel has, never its version.
 """
 from __future__ import annotations
 
@@ -36,6 +39,9 @@ class Claim:
     how: str  # "dynamic" (observed events) or "source" (a cited fact tracing cannot see)
     check: Callable[[Timeline], Verdict]
     expected: Callable[[Timeline], str]
+    # The kernel eras that change what is seen or expected (keys of tracer/kernel/eras.py's ERAS,
+    # where each is stated with the oldest kernel that has it and its source).
+    eras: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,13 @@ def _who_wrote_sk_err(tl: Timeline) -> Verdict:
     if report:
         ev.append(f"inet_sk_error_report: error {err_name(report.event.value)}")
     became_epipe = (done and done.event.sk_err == 32) or (report and report.event.value == 32)
+    w2 = _write(tl, 2)
+    if not done and not report and w2 is not None and w2.observed:
+        # Neither tcp_done (kprobe/fentry) nor sock:inet_sk_error_report (5.14+) was seen: the
+        # tracepoint backend on an older kernel. The next write's entry shows what sk_err became.
+        ev.append(f"write 2 found sk_err {err_name(w2.sk_err)} at its entry (the RST's error is seen there: "
+                  "sock:inet_sk_error_report exists from 5.14, sk_error_report in net/core/sock.c)")
+        became_epipe = w2.sk_err == 32
     if reset.values["state"] != "CLOSE_WAIT" or not became_epipe:
         return Verdict(REFUTED, tuple(ev))
     if dwe and dwe.event.sk_err == 0:
@@ -263,14 +276,15 @@ CLAIMS = (
     Claim("peer-rst",
           "When the server receives the data, it notices its socket is already closed and replies with a RST.",
           "tcp_timewait_state_process (net/ipv4/tcp_minisocks.c), tcp_v4_send_reset (net/ipv4/tcp_ipv4.c); "
-          "6.1, 6.12", "dynamic", _peer_rst, lambda tl: VERIFIED),
+          "6.1, 6.12", "dynamic", _peer_rst, lambda tl: VERIFIED, eras=("send_reset_every_rst",)),
     Claim("reset-sets-epipe",
           "The kernel's tcp_reset handler sets sk->sk_err = EPIPE for the client socket in CLOSE_WAIT state.",
           "tcp_reset, tcp_done_with_error (net/ipv4/tcp_input.c; the latter in mainline 6.11, stable 6.10.y, 6.6.44+ and 6.1.103+)",
-          "dynamic", _who_wrote_sk_err, _expected_who_wrote),
+          "dynamic", _who_wrote_sk_err, _expected_who_wrote,
+          eras=("tcp_done_with_error", "tcp_reset_skb", "inet_sk_error_report")),
     Claim("reset-calls-tcp-done", "... and eventually calls tcp_done, which disables further sending.",
           "tcp_done (net/ipv4/tcp.c): tcp_set_state(TCP_CLOSE), sk_shutdown = SHUTDOWN_MASK; 6.1, 6.12",
-          "dynamic", _tcp_done_stops_sending, lambda tl: VERIFIED),
+          "dynamic", _tcp_done_stops_sending, lambda tl: VERIFIED, eras=("tcp_done_with_error",)),
     Claim("second-write-error-path",
           "Consequently, the second write jumps to the error path and returns -EPIPE "
           "(through the sk_err check in tcp_sendmsg_locked).",

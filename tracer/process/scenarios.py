@@ -23,6 +23,12 @@ paths; docs/kernel-source.md) and hold for 4.18 (tcp_sendmsg_locked) on:
                         FIN_WAIT2 socket is a race (ORPHAN_RST below): both
                         answer the data with an RST, and the client's writes
                         come out the same.
+
+Kernel eras (tracer/kernel/eras.py): the outcomes are the same on every
+kernel from 5.10 (trees 5.10.13 to 6.12.117 read); what differs is who stores
+sk_err (tcp_reset, or tcp_done_with_error from 6.11 and its backports) and
+what a backend can see (tcp:tcp_send_reset sees a timewait socket's RST from
+6.10; sock:sock_send_length from 6.3). Each scenario names the eras it meets.
 """
 from __future__ import annotations
 
@@ -52,6 +58,9 @@ class Scenario:
     nosignal: bool = False  # send(..., MSG_NOSIGNAL) instead of write(2)
     sigpipe_default: bool = False  # SIGPIPE left at SIG_DFL
     expected: Expected = field(kw_only=True)
+    # The kernel eras that change what happens or what can be seen (keys of tracer/kernel/eras.py's
+    # ERAS, each stated there with the oldest kernel that has it and where that was read).
+    eras: tuple[str, ...] = field(default=(), kw_only=True)
 
     @property
     def wait_for(self) -> str:
@@ -74,53 +83,62 @@ RST_FROM_CLOSED = ("timewait", "full socket")
 RESET_CLOSE_WAIT = "tcp_reset: CLOSE_WAIT → sk_err = EPIPE, then tcp_done (net/ipv4/tcp_input.c)"
 RESET_ESTABLISHED = "tcp_reset: ESTABLISHED → sk_err = ECONNRESET, then tcp_done (net/ipv4/tcp_input.c)"
 SIGPIPE_IGNORED = "sk_stream_error raises SIGPIPE for -EPIPE without MSG_NOSIGNAL; ignored here (net/core/stream.c)"
+# The eras an RST from the peer meets: who stores sk_err (tcp_reset's shape, tcp_done_with_error),
+# and with tracepoints the write's result inside the kernel (sock:sock_send_length).
+RESET_ERAS = ("tcp_done_with_error", "tcp_reset_skb", "sock_send_length")
+# ... and, when the closed server's RST may come from its timewait socket, whether
+# tcp:tcp_send_reset sees that sender.
+CLOSED_SERVER_ERAS = ("send_reset_every_rst", *RESET_ERAS)
 
 
 _ALL = (
     Scenario("close", "the article: the server closes, the client writes", "close", expected=Expected(
         writes=(W_OK, "EPIPE", "EPIPE"), rst_from=RST_FROM_CLOSED,
         why=(CLOSE_WAIT_SENDS, TW_RST, ORPHAN_RST, RESET_CLOSE_WAIT, EPIPE_VIA_SK_ERR + " (write 2)",
-             EPIPE_VIA_STATE + " (write 3)", SIGPIPE_IGNORED))),
+             EPIPE_VIA_STATE + " (write 3)", SIGPIPE_IGNORED)), eras=CLOSED_SERVER_ERAS),
     Scenario("shutdown-wr", "the server only half-closes: shutdown(SHUT_WR)", "shutdown-wr", expected=Expected(
         writes=(W_OK, W_OK, W_OK), sigpipe="none",
         why=(CLOSE_WAIT_SENDS,
              "the server's socket stays open for reading in FIN_WAIT2 and queues the data (tcp_rcv_state_process, "
-             "net/ipv4/tcp_input.c): no RST, every write succeeds"))),
+             "net/ipv4/tcp_input.c): no RST, every write succeeds")), eras=("sock_send_length",)),
     Scenario("shutdown-rdwr", "the server shuts both ways without closing: shutdown(SHUT_RDWR)", "shutdown-rdwr", expected=Expected(
         writes=(W_OK, "EPIPE", "EPIPE"), rst_from=("full socket",),
         why=(CLOSE_WAIT_SENDS,
              "data for a FIN_WAIT1/2 socket with RCV_SHUTDOWN: tcp_rcv_state_process calls tcp_reset on the server's "
              "own socket and tcp_v4_do_rcv answers with an RST (net/ipv4/tcp_input.c, tcp_ipv4.c)",
-             RESET_CLOSE_WAIT, EPIPE_VIA_SK_ERR + " (write 2)", EPIPE_VIA_STATE + " (write 3)", SIGPIPE_IGNORED))),
+             RESET_CLOSE_WAIT, EPIPE_VIA_SK_ERR + " (write 2)", EPIPE_VIA_STATE + " (write 3)", SIGPIPE_IGNORED)),
+        eras=RESET_ERAS),
     Scenario("linger0", "abortive close: SO_LINGER with a zero timeout", "linger0", expected=Expected(
         writes=("ECONNRESET", "EPIPE", "EPIPE"), peer_state="CLOSE", rst_from=("active reset",),
         why=("tcp_close with SO_LINGER 0: tcp_disconnect → tcp_send_active_reset, no FIN (net/ipv4/tcp.c)",
              RESET_ESTABLISHED,
              "write 1: sk_stream_wait_connect → sock_error() takes ECONNRESET; sk_stream_error raises no SIGPIPE "
              "for it (net/core/stream.c)",
-             EPIPE_VIA_STATE + " (writes 2, 3)", SIGPIPE_IGNORED))),
+             EPIPE_VIA_STATE + " (writes 2, 3)", SIGPIPE_IGNORED)), eras=RESET_ERAS),
     Scenario("unread-data", "the server closes with unread data in its receive queue", "close", unread=True, expected=Expected(
         writes=("ECONNRESET", "EPIPE", "EPIPE"), peer_state="CLOSE", rst_from=("active reset",),
         why=("tcp_close with data unread: tcp_send_active_reset instead of a FIN, RFC 2525 2.17 (net/ipv4/tcp.c)",
              RESET_ESTABLISHED,
              "write 1: sk_stream_wait_connect → sock_error() takes ECONNRESET (net/core/stream.c)",
-             EPIPE_VIA_STATE + " (writes 2, 3)", SIGPIPE_IGNORED))),
+             EPIPE_VIA_STATE + " (writes 2, 3)", SIGPIPE_IGNORED)), eras=RESET_ERAS),
     Scenario("read-first", "the client reads after the FIN (end of file), then writes", "close", read_first=True, expected=Expected(
         writes=(W_OK, "EPIPE", "EPIPE"), read="0", rst_from=RST_FROM_CLOSED,
         why=("read: tcp_recvmsg returns 0 once the FIN set SOCK_DONE and RCV_SHUTDOWN (tcp_recvmsg_locked, "
              "net/ipv4/tcp.c; tcp_fin, net/ipv4/tcp_input.c)",
-             CLOSE_WAIT_SENDS, TW_RST, ORPHAN_RST, RESET_CLOSE_WAIT, EPIPE_VIA_SK_ERR + " (write 2)", SIGPIPE_IGNORED))),
+             CLOSE_WAIT_SENDS, TW_RST, ORPHAN_RST, RESET_CLOSE_WAIT, EPIPE_VIA_SK_ERR + " (write 2)", SIGPIPE_IGNORED)),
+        eras=(*CLOSED_SERVER_ERAS, "tcp_recvmsg_nonblock")),
     Scenario("nosignal", "send(MSG_NOSIGNAL) instead of ignoring SIGPIPE", "close", nosignal=True,
                   sigpipe_default=True, expected=Expected(
         writes=(W_OK, "EPIPE", "EPIPE"), rst_from=RST_FROM_CLOSED, sigpipe="none",
         why=(CLOSE_WAIT_SENDS, TW_RST, ORPHAN_RST, RESET_CLOSE_WAIT, EPIPE_VIA_SK_ERR + " (write 2)",
-             "sk_stream_error: MSG_NOSIGNAL → no SIGPIPE, the writer lives with SIG_DFL (net/core/stream.c)"))),
+             "sk_stream_error: MSG_NOSIGNAL → no SIGPIPE, the writer lives with SIG_DFL (net/core/stream.c)")),
+        eras=CLOSED_SERVER_ERAS),
     Scenario("sigpipe-default", "SIGPIPE not ignored: the default action kills the writer", "close",
                   sigpipe_default=True, expected=Expected(
         writes=(W_OK, "SIGPIPE"), rst_from=RST_FROM_CLOSED, sigpipe="kills",
         why=(CLOSE_WAIT_SENDS, TW_RST, ORPHAN_RST, RESET_CLOSE_WAIT,
              "write 2: -EPIPE → sk_stream_error sends SIGPIPE (net/core/stream.c), whose default action "
-             "terminates the process before write(2) returns"))),
+             "terminates the process before write(2) returns")), eras=CLOSED_SERVER_ERAS),
 )
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _ALL}
 ORDER = tuple(SCENARIOS)

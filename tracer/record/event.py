@@ -217,3 +217,53 @@ def decode(raw: RawEvent) -> Event:
 
 def decode_bytes(buf: bytes) -> Event:
     return decode(RawEvent.from_buffer_copy(buf))
+
+
+# --- packet bytes: struct hc_packet, the second ring buffer (bpf/shared/capture.bpf.c) ---
+
+
+class RawPacket(ctypes.Structure):
+    """struct hc_packet of bpf/halfclose.h, field for field."""
+
+    _fields_ = [
+        ("ts_ns", ctypes.c_uint64),
+        ("netns", ctypes.c_uint32),
+        ("len", ctypes.c_uint32),
+        ("caplen", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("data", ctypes.c_uint8 * 256),
+    ]
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One packet's bytes from its network header on: the IP and TCP headers and what
+    could be read of its payload. ts_ns is its HC_PACKET event's, which pairs them."""
+
+    ts_ns: int
+    netns: int
+    len: int  # the packet's length (IP total length)
+    data: bytes  # the captured bytes (caplen = len(data)), from the IP header on
+    cpu: int = 0
+
+    @property
+    def caplen(self) -> int:
+        return len(self.data)
+
+    def to_json(self) -> dict:
+        return {"ts_ns": self.ts_ns, "netns": self.netns, "len": self.len, "cpu": self.cpu,
+                "data": self.data.hex()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Packet":
+        return cls(int(d["ts_ns"]), int(d["netns"]), int(d["len"]), bytes.fromhex(d["data"]), int(d.get("cpu", 0)))
+
+
+def decode_packet(raw: RawPacket) -> Packet:
+    """A raw packet record from the ring buffer; only its first caplen bytes are the packet's."""
+    n = min(raw.caplen, len(raw.data))
+    return Packet(raw.ts_ns, raw.netns, raw.len, bytes(raw.data[:n]), raw.cpu)
+
+
+def decode_packet_bytes(buf: bytes) -> Packet:
+    return decode_packet(RawPacket.from_buffer_copy(buf))

@@ -8,12 +8,14 @@ recorded once (`--record FILE`) and annotated again anywhere
 """
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Iterable
 
-from tracer.record.event import Event
+from tracer.record.event import Event, Packet
+from tracer.record import validate
 
 
 class WatchRecordingGiven(ValueError):
@@ -65,15 +67,33 @@ class Recording:
     # When the tool began ending the reproduction (CLOCK_MONOTONIC ns; 0: not recorded).
     # Later events belong to the client's and server's exit, not to the scenario.
     teardown_ns: int = 0
+    # "target: why" for the missing targets with a reason (an unknown prototype, a backport).
+    missing_notes: list[str] = field(default_factory=list)
+    # Kernel facts the verdicts judge by, kept so that replay judges as the run did
+    # (tracer/kernel/eras.py RECORDED_FIELDS): tracepoint -> its record's fields. Empty in
+    # recordings made before they were kept: then not known.
+    tracepoint_fields: dict[str, list[str]] = field(default_factory=dict)
+    # The bytes of the packets (HC_PACKET events' twins, paired by ts_ns); none in recordings
+    # made before the capture existed.
+    packets: list[Packet] = field(default_factory=list)
+    # The network namespace's sysctls that shape the client's segments (name -> value as read
+    # in /proc/sys/net); {} when not recorded.
+    sysctls: dict[str, str] = field(default_factory=dict)
+    # CLOCK_REALTIME - CLOCK_MONOTONIC when the run began (ns), to date packets; 0: not recorded.
+    wall_offset_ns: int = 0
 
     # -- JSON lines ---------------------------------------------------------
     def dump(self, out: IO[str]) -> None:
+        """A meta line, a line per mark, write, read, event and packet, then an end line
+        that counts them: a file cut short (at a line's end, too) is refused on loading."""
+        out = _Counted(out)
         meta = {
             k: v
             for k, v in asdict(self).items()
-            if k not in ("marks", "writes", "reads", "events", "state_names")
+            if k not in ("marks", "writes", "reads", "events", "state_names", "packets")
         }
         meta["state_names"] = {str(k): v for k, v in self.state_names.items()}
+        meta["end_line"] = True  # recordings written before it existed have none
         out.write(json.dumps({"record": "meta", **meta}) + "\n")
         for m in self.marks:
             out.write(json.dumps({"record": "mark", **asdict(m)}) + "\n")
@@ -83,10 +103,14 @@ class Recording:
             out.write(json.dumps({"record": "read", **asdict(r)}) + "\n")
         for e in self.events:
             out.write(json.dumps({"record": "event", **e.to_json()}) + "\n")
+        for p in self.packets:
+            out.write(json.dumps({"record": "packet", **p.to_json()}) + "\n")
+        out.end()
 
     @classmethod
     def load_lines(cls, lines: Iterable[str | bytes]) -> "Recording":
-        rec, seen_meta = cls(), False
+        """Each line checked (tracer/record/validate.py); ValueError names the first bad one."""
+        rec, seen_meta, end_line, after_meta, ended = cls(), False, False, 0, 0
         for n, line in enumerate(lines, 1):
             try:
                 if isinstance(line, bytes):
@@ -97,23 +121,40 @@ class Recording:
                 if not isinstance(d, dict):
                     raise ValueError("not a JSON object")
                 kind = d.pop("record")
+                if ended:
+                    raise ValueError(f"a line after the end line (line {ended})")
+                if seen_meta:
+                    after_meta += 1
+                elif kind not in ("meta", "watch"):
+                    raise ValueError(f"a {kind!r} line before the meta line")
                 if kind == "meta":
-                    names = d.get("state_names", {})
-                    if not isinstance(names, dict):
-                        raise ValueError("state_names is not an object")
-                    d["state_names"] = {int(k): str(v) for k, v in names.items()}
+                    if seen_meta:
+                        raise ValueError("a second meta line")
+                    validate.check_meta(d, cls)
+                    end_line = d.pop("end_line", False) is True
+                    d["state_names"] = {int(k): str(v) for k, v in d.get("state_names", {}).items()}
                     for k, v in d.items():
-                        if hasattr(rec, k):
+                        if hasattr(rec, k) and k not in validate.LINES:
                             setattr(rec, k, v)
                     seen_meta = True
+                elif kind == "end":
+                    if d.get("lines") != after_meta - 1:
+                        raise ValueError(f"the end line counts {d.get('lines')!r} lines, {after_meta - 1} came")
+                    ended = n
                 elif kind == "mark":
+                    validate.check_fields(UserMark, d)
                     rec.marks.append(UserMark(**d))
                 elif kind == "write":
+                    validate.check_fields(WriteResult, d)
                     rec.writes.append(WriteResult(**d))
                 elif kind == "read":
+                    validate.check_fields(WriteResult, d)
                     rec.reads.append(WriteResult(**d))
                 elif kind == "event":
+                    validate.check_event(d)
                     rec.events.append(Event.from_json(d))
+                elif kind == "packet":
+                    rec.packets.append(Packet.from_json(d))
                 elif kind == "watch":
                     raise WatchRecordingGiven(f"line {n}: not a trace-halfclose recording line "
                                               f"(unknown record type {kind!r})")
@@ -125,6 +166,9 @@ class Recording:
                 raise ValueError(f"line {n}: not a trace-halfclose recording line ({exc})") from None
         if not seen_meta:
             raise ValueError("no meta line: not a recording written by `trace-halfclose --record`")
+        if end_line and not ended:
+            raise ValueError(f"truncated: it ends after {after_meta} lines, without its end line "
+                             "(the run that wrote it was stopped, or the file was cut)")
         return rec
 
     @classmethod
@@ -145,6 +189,20 @@ class Recording:
         return [cls.load_lines(c) for c in chunks]
 
 
+class _Counted:
+    """A text stream that counts the lines written to it, for the end line."""
+
+    def __init__(self, out: IO[str]):
+        self.out, self.lines = out, 0
+
+    def write(self, text: str) -> None:
+        self.out.write(text)
+        self.lines += text.count("\n")
+
+    def end(self) -> None:
+        self.out.write(json.dumps({"record": "end", "lines": self.lines - 1}) + "\n")
+
+
 @dataclass
 class WatchRecording:
     """What a watch saw: rec holds the kernel facts, the marks and every event."""
@@ -156,6 +214,7 @@ class WatchRecording:
     command_status: int | None = None  # exit status; negative: killed by that signal
     stop_reason: str = ""
     stop_ns: int = 0
+    stop_signal: int | None = None  # the signal that ended a live watch (not recorded: the stop_reason says it)
 
     def header(self) -> dict:
         return {"record": "watch", "schema": 1, "filter": self.filter, "t0_ns": self.t0_ns,
@@ -179,8 +238,12 @@ class WatchRecording:
         except ValueError:
             raise ValueError("line 1: not a watch recording (`trace-halfclose watch --record FILE` writes one)") \
                 from None
-        rec = Recording.load_lines(it)
         keys = ("filter", "t0_ns", "command_pid", "command_status", "stop_reason", "stop_ns")
+        try:
+            validate.check_fields(cls, head, only=set(keys))
+        except ValueError as exc:
+            raise ValueError(f"line 1: not a watch recording's first line ({exc})") from None
+        rec = Recording.load_lines(itertools.chain([b""], it))  # a blank line 1: its lines keep their numbers
         return cls(rec, **{k: head[k] for k in keys if k in head})
 
     @classmethod

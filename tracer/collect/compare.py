@@ -1,0 +1,154 @@
+"""Collection for `trace-halfclose compare`: the same scenarios recorded on several kernels.
+
+The running kernel runs them in this process (when it can trace: root, bcc,
+headers); every other kernel boots with virtme-ng (tracer/collect/vm.py) and
+runs `trace-halfclose --scenario S --record FILE` inside, FILE in a directory
+shared writable with the guest. A kernel that cannot run them gives one line
+saying why; the others still run. Boots run in parallel only when there are
+cores and memory for each guest (a guest in software emulation takes its CPUs
+fully): on a 2-core machine, one after the other.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tracer.errors import UserError
+from tracer.record.recording import Recording
+
+RUNNING = "running"  # --kernel running: this machine's kernel, natively
+EARLY_FAILURE_S = 60  # a guest gone sooner has not booted (a boot in software emulation takes 15 s or more)
+
+
+@dataclass(frozen=True)
+class KernelRun:
+    """What one kernel gave: its recordings, or why it gave none."""
+
+    kernel: str  # "running" or the vmlinuz/tree path as given
+    recordings: tuple[Recording, ...] = ()
+    error: str = ""
+    seconds: float = 0.0
+
+
+def default_kernels(boot: Path = Path("/boot")) -> list[str]:
+    """The running kernel and the newest under /boot that is not the running one."""
+    from tracer.collect import vm
+
+    kernels = [RUNNING]
+    others = vm.find_kernels(boot)
+    if others:
+        kernels.append(str(others[-1]))
+    return kernels
+
+
+def parallel_boots(n: int, cpus: int, memory_gb: float) -> int:
+    """How many guests at once: each takes `cpus` cores and `memory_gb` of memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            avail_kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError) as exc:
+        raise UserError(f"cannot read the available memory from /proc/meminfo: {exc}") from None
+    by_cpu = (os.cpu_count() or 1) // max(cpus, 1)
+    by_mem = int(avail_kb / 1024 / 1024 // max(memory_gb, 0.25))
+    return max(1, min(n, by_cpu, by_mem))
+
+
+def _inner_args(scenario: str, backend: str, record: Path) -> list[str]:
+    return ["--scenario", scenario, "--backend", backend, "--record", str(record), "--json"]
+
+
+def _run_running(scenario: str, backend: str, progress: Callable[[str, str], None]) -> KernelRun:
+    from tracer.collect.repro import ReproOptions
+    from tracer.collect.runner import collect
+    from tracer.process.scenarios import ORDER
+
+    t0 = time.monotonic()
+    names = ORDER if scenario == "all" else (scenario,)
+    runs = [ReproOptions(scenario=n, writes=3 if scenario == "all" else 2) for n in names]
+    try:
+        recs = collect(runs, backend, lambda msg: progress(RUNNING, msg))
+    except UserError as exc:
+        return KernelRun(RUNNING, error=exc.message, seconds=time.monotonic() - t0)
+    return KernelRun(RUNNING, tuple(recs), seconds=time.monotonic() - t0)
+
+
+def _run_vm(kernel: str, scenario: str, backend: str, cpus: int, memory: str, kvm: bool | None,
+            progress: Callable[[str, str], None]) -> KernelRun:
+    from tracer.collect import vm
+
+    t0 = time.monotonic()
+    try:
+        path = vm.pick_kernel(kernel)
+        use, _why = vm.use_kvm(kvm)
+    except UserError as exc:
+        return KernelRun(kernel, error=exc.message)
+    with tempfile.TemporaryDirectory(prefix="thc-compare-") as tmp:
+        record = Path(tmp) / "run.jsonl"
+        os.chmod(tmp, 0o777)  # the guest's root writes through 9p
+        spec = vm.VmSpec(path, use, cpus, memory, (Path(tmp),))
+        guest = vm.inner_command(_inner_args(scenario, backend, record))
+        for attempt in (1, 2):
+            progress(kernel, f"booting {path.name} (then bcc compiles and the scenarios run inside)")
+            started = time.monotonic()
+            try:
+                done = vm.run(spec, guest, capture=True)
+            except (OSError, UserError) as exc:
+                return KernelRun(kernel, error=f"could not start the VM: {exc}", seconds=time.monotonic() - t0)
+            # A guest that dies before it could even boot (seen once under heavy load: vng exit
+            # 255 after 17 s, no output) is tried once more; a kernel that really cannot boot fails twice.
+            if record.exists() or done.returncode == 0 or time.monotonic() - started > EARLY_FAILURE_S or attempt == 2:
+                break
+            progress(kernel, f"the VM stopped after {time.monotonic() - started:.0f} s with status "
+                             f"{done.returncode} before running anything: trying once more")
+        seconds = time.monotonic() - t0
+        if not record.exists():
+            said = [line.strip() for line in f"{done.stdout or ''}\n{done.stderr or ''}".splitlines() if line.strip()]
+            why = f"the VM exited with status {done.returncode} and wrote no recording"
+            errors = [line.removeprefix("error: ") for line in said if line.startswith("error:")]
+            return KernelRun(kernel, error=errors[-1] if errors else why + (f"; it said: {said[-1]}" if said else ""),
+                             seconds=seconds)
+        try:
+            recs = Recording.load_all(record)
+        except (OSError, ValueError) as exc:
+            return KernelRun(kernel, error=f"its recording could not be read: {exc}", seconds=seconds)
+    return KernelRun(kernel, tuple(recs), seconds=seconds)
+
+
+def record_kernels(kernels: list[str], scenario: str, backend: str, progress: Callable[[str, str], None],
+                   cpus: int = 2, memory: str = "2G", kvm: bool | None = None) -> list[KernelRun]:
+    """Each kernel's recordings of the scenarios (in the order given)."""
+    results: dict[str, KernelRun] = {}
+    vms = [k for k in kernels if k != RUNNING]
+    if RUNNING in kernels:
+        results[RUNNING] = _run_running(scenario, backend, progress)
+        progress(RUNNING, _done(results[RUNNING]))
+    memory_gb = float(memory.rstrip("GgMm")) / (1024 if memory[-1:] in "Mm" else 1)
+    width = parallel_boots(len(vms), cpus, memory_gb) if vms else 1
+    pending, lock = list(vms), threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                kernel = pending.pop(0)
+            results[kernel] = _run_vm(kernel, scenario, backend, cpus, memory, kvm, progress)
+            progress(kernel, _done(results[kernel]))
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(width)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [results[k] for k in kernels]
+
+
+def _done(run: KernelRun) -> str:
+    if run.error:
+        return f"failed after {run.seconds:.0f} s: {run.error}"
+    return f"done: {len(run.recordings)} scenario(s) recorded in {run.seconds:.0f} s"
