@@ -1,6 +1,8 @@
 """The pure parts of `trace-halfclose vm`: which kernel to boot, KVM or not,
 the vng command line, writable dirs for --record, and the guest command."""
+import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -263,3 +265,38 @@ def test_kconfig_needs_no_root_no_vng_and_boots_nothing(monkeypatch):
     monkeypatch.setattr(vm, "find_vng", lambda: (_ for _ in ()).throw(AssertionError("vng must not be needed")))
     monkeypatch.setattr(vm, "stream", lambda *a, **k: (_ for _ in ()).throw(AssertionError("nothing boots")))
     assert CliRunner().invoke(main, ["vm", "--kconfig"]).exit_code == 0
+
+
+# --- the host terminal reaches the guest -------------------------------------------------------
+
+
+class _Tty:
+    def __init__(self, tty: bool):
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_host_terminal_passes_its_width_and_that_it_is_a_terminal(monkeypatch):
+    monkeypatch.setattr(vm.shutil, "get_terminal_size", lambda *a, **k: os.terminal_size((200, 50)))
+    assert vm.host_terminal(_Tty(True), {}) == {"COLUMNS": "200", "FORCE_COLOR": "1"}
+    assert vm.host_terminal(_Tty(True), {"NO_COLOR": "1"}) == {"COLUMNS": "200"}
+    assert vm.host_terminal(_Tty(False), {}) == {}  # piped: the guest's tool wraps as the host's would
+    assert vm.host_terminal(_Tty(False), {"COLUMNS": "120"}) == {"COLUMNS": "120"}
+
+
+def test_a_200_column_host_gets_lines_longer_than_80_from_the_guest_command(monkeypatch):
+    """The guest runs exactly inner_command's shell line (through virtme-ng, whose pipes hide
+    the terminal): run that line here and check that rich used the host's 200 columns."""
+    monkeypatch.setattr(vm.shutil, "get_terminal_size", lambda *a, **k: os.terminal_size((200, 50)))
+    env = vm.host_terminal(_Tty(True), {"NO_COLOR": "1"})
+    rec = vm.ROOT / "tests" / "unit" / "data" / "debian-6.1.0-56-writes3.jsonl"
+    line = vm.inner_command(["replay", str(rec)], env)
+    clean = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE")}
+    out = subprocess.run(["bash", "-c", line], capture_output=True, text=True, env=clean, check=True).stdout
+    widest = max(len(x) for x in out.splitlines())
+    assert 80 < widest <= 200, widest
+    narrow = subprocess.run(["bash", "-c", vm.inner_command(["replay", str(rec)])], capture_output=True,
+                            text=True, env=clean, check=True).stdout
+    assert max(len(x) for x in narrow.splitlines()) <= 80  # what virtme-ng's pipes gave before

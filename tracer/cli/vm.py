@@ -54,7 +54,7 @@ def vm(kernel, kvm, cpus, memory, kconfig, args) -> None:
     console.note(f"trace-halfclose vm: booting {chosen} ({why}); inside: trace-halfclose {' '.join(inner)}")
     spinner = console.Spinner(f"booting {chosen.name}, then bcc compiles inside the guest")
     try:
-        code = vmmod.stream(spec, vmmod.inner_command(inner), started=spinner.stop)
+        code = vmmod.stream(spec, vmmod.inner_command(inner, vmmod.host_terminal()), started=spinner.stop)
     except KeyboardInterrupt:
         spinner.stop()
         console.note("interrupted: the VM was stopped")

@@ -126,9 +126,28 @@ def vng_command(vng: str, spec: VmSpec, guest_cmd: str) -> list[str]:
     return cmd + ["--exec", guest_cmd]
 
 
-def inner_command(args: list[str]) -> str:
-    """trace-halfclose ARGS inside the guest, from this checkout and interpreter."""
-    return f"cd {shlex.quote(str(ROOT))} && exec {shlex.quote(sys.executable)} -m tracer " + shlex.join(args)
+def inner_command(args: list[str], env: dict[str, str] | None = None) -> str:
+    """trace-halfclose ARGS inside the guest, from this checkout and interpreter; env: variables
+    the guest's tool gets (host_terminal())."""
+    run = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
+    return f"cd {shlex.quote(str(ROOT))} && exec " + shlex.join([*run, sys.executable, "-m", "tracer", *args])
+
+
+def host_terminal(stdout=None, environ=None) -> dict[str, str]:
+    """What rich inside the guest cannot see through virtme-ng, which pipes its output: the
+    host terminal's width (COLUMNS) and that it is a terminal (FORCE_COLOR: colours, and
+    no wrapping at 80 columns). A COLUMNS the user set wins; NO_COLOR is respected."""
+    stdout = stdout or sys.stdout
+    environ = os.environ if environ is None else environ
+    tty = stdout.isatty()
+    env = {}
+    if environ.get("COLUMNS", "").isdigit():
+        env["COLUMNS"] = environ["COLUMNS"]
+    elif tty:
+        env["COLUMNS"] = str(shutil.get_terminal_size().columns)
+    if tty and "NO_COLOR" not in environ:
+        env["FORCE_COLOR"] = "1"
+    return env
 
 
 def absolute_records(args: list[str]) -> tuple[list[str], tuple[Path, ...]]:
