@@ -138,3 +138,19 @@ def test_a_file_that_is_not_a_recording_is_left_out_with_a_line(tmp_path, bad):
 def test_recordings_and_kernels_are_not_mixed():
     code, out = _run([CLOSE, CLOSE, "--kernel", "running"])
     assert code == 2 and "not both" in out
+
+
+def test_ladders_side_by_side_one_per_kernel():
+    code, out = _run([KPROBE_ALL, TRACEPOINT_ALL, "--ladder", "--scenario", "linger0"])
+    assert code == 0, out
+    heads = [line for line in out.splitlines() if line.startswith("scenario linger0 on Linux")]
+    assert len(heads) == 1  # both ladders' titles on one row
+    assert "backend kprobe" in heads[0] and "backend tracepoint" in heads[0]
+    # linger0's story on both kernels: no FIN from the server, its RST ends the connection
+    assert "[F" not in out.split("scenario linger0 on Linux")[1].split("trace-halfclose compare")[0]
+    assert out.count("[R.]") == 2
+
+
+def test_ladder_and_json_do_not_go_together():
+    code, out = _run([KPROBE_ALL, TRACEPOINT_ALL, "--ladder", "--json"])
+    assert code == 2 and "--ladder" in out

@@ -21,10 +21,11 @@ from tracer.errors import UserError
               show_default=True, help="How to trace on each kernel.")
 @click.option("--json", "as_json", is_flag=True,
               help="NDJSON: a meta line with the runs, one line per aligned row, a summary (see README).")
+@click.option("--ladder", is_flag=True, help="Also each scenario's ladder diagram, one per kernel side by side.")
 @click.option("--check", is_flag=True,
               help="Exit status 1 when what a program sees differs between kernels: a return value, an errno "
                    "or a signal.")
-def compare(recordings, kernels, scenario, backend, as_json, check) -> None:
+def compare(recordings, kernels, scenario, backend, as_json, ladder, check) -> None:
     """Run the same scenarios on several kernels and show what differs, side by side.
 
     With RECORDINGS (files written by `--record`, from any machine) it compares
@@ -41,9 +42,12 @@ def compare(recordings, kernels, scenario, backend, as_json, check) -> None:
       sudo trace-halfclose compare                   this kernel and the newest other one under /boot
       sudo trace-halfclose compare --kernel /boot/vmlinuz-6.1.0-57-amd64 --kernel /boot/vmlinuz-6.12.57+deb12-amd64
       sudo trace-halfclose compare --scenario close --check
+      trace-halfclose compare a.jsonl b.jsonl --ladder   each scenario's ladders, one per kernel
     """
     from tracer.display import console
 
+    if ladder and as_json:
+        fail(UserError("--ladder draws for people; --json is for machines", "use one of them"))
     if recordings and kernels:
         fail(UserError("give recordings or --kernel, not both",
                        "trace-halfclose compare A.jsonl B.jsonl, or trace-halfclose compare --kernel K --kernel K"))
@@ -64,7 +68,10 @@ def compare(recordings, kernels, scenario, backend, as_json, check) -> None:
 
         ndjson.write_compare(result, sys.stdout)
     else:
-        console.compare(result, console.out_console())
+        out = console.out_console()
+        if ladder:
+            console.compare_ladders(result, out)
+        console.compare(result, out)
     if check and result.user_visible_differences:
         sys.exit(1)
 

@@ -153,7 +153,21 @@ LADDER_STYLE = {"title": "bold", "subtitle": "dim", "header": "bold", "time": "c
 def ladder(ld, console: Console | None = None) -> None:
     """A ladder diagram (display/ladder.py) at the console's width."""
     console = console or out_console()
-    for line in ladders.text(ld, console.width):
+    _ladder_lines(ladders.text(ld, console.width), console)
+
+
+def compare_ladders(c, console: Console | None = None) -> None:
+    """compare --ladder: per scenario, each kernel's ladder beside the others'."""
+    console = console or out_console()
+    for scenario in c.scenarios:
+        have = [(run, tls[scenario]) for run, tls in zip(c.runs, c.timelines) if scenario in tls]
+        console.print()
+        console.print(f"[bold]scenario {escape(scenario)}[/]: " + escape("  |  ".join(r.label for r, _ in have)))
+        _ladder_lines(ladders.side_by_side([ladders.of_timeline(tl) for _, tl in have], console.width), console)
+
+
+def _ladder_lines(lines, console: Console) -> None:
+    for line in lines:
         out = Text()
         for span in line:
             out.append(span.text, LADDER_STYLE.get(span.role, ""))

@@ -469,3 +469,20 @@ def _arrow(s: Step, g: Geometry, canvas, time: str) -> list[Line]:
         c.put_line(x, label)
         rows.append(c.line(s.teardown))
     return rows
+
+
+def side_by_side(lds: list[Ladder], width: int, gap: int = 3) -> list[Line]:
+    """Several ladders next to each other in `width` columns (compare: one per kernel),
+    each laid out in its share of the width, row by row."""
+    each = max((width - gap * (len(lds) - 1)) // max(len(lds), 1), 20)
+    columns = [text(ld, each) for ld in lds]
+    rows = []
+    for i in range(max(len(c) for c in columns)):
+        row: list[Span] = []
+        for j, col in enumerate(columns):
+            line = col[i] if i < len(col) else ()
+            row += list(line)
+            if j < len(columns) - 1:
+                row.append(Span(" " * (each - _width(line) + gap), "line"))
+        rows.append(tuple(row))
+    return rows

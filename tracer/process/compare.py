@@ -75,6 +75,7 @@ class Row:
 class Comparison:
     runs: list[Run]
     rows: list[Row] = field(default_factory=list)
+    timelines: list[dict[str, Timeline]] = field(default_factory=list)  # per run, by scenario (for ladders)
 
     @property
     def differences(self) -> list[Row]:
@@ -203,7 +204,7 @@ def compare(runs: list[Run], scenarios: list[str] | None = None) -> Comparison:
     """Align every scenario's rows across runs (by scenario, then by what the row says)."""
     order = scenarios or list(dict.fromkeys(s for run in runs for s in run.recordings))
     timelines = [{s: annotate(rec) for s, rec in run.recordings.items()} for run in runs]
-    out = Comparison(runs)
+    out = Comparison(runs, timelines=timelines)
     for scenario in order:
         per_run = [{(g, w): (v, u) for g, w, v, u in rows_of(tls[scenario])} if scenario in tls else {}
                    for tls in timelines]
