@@ -32,6 +32,12 @@ def _said(text: str) -> None:
 class BackendUnavailable(UserError):
     """The kernel refused this backend's programs (fentry on some kernels): try the next one."""
 
+    refused = False  # the verifier or the kernel said no at load: it will say no again this boot
+
+
+class BackendRefused(BackendUnavailable):
+    refused = True
+
 
 def import_bcc():
     try:
@@ -138,7 +144,7 @@ class BpfSession:
                     "`trace-halfclose doctor` checks them",
                 ) from None
             if self.plan.backend == "fentry":  # e.g. EPERM where trampolines are not allowed
-                raise BackendUnavailable(f"the kernel refused the fentry/fexit programs: {msg}") from None
+                raise BackendRefused(f"the kernel refused the fentry/fexit programs: {msg}") from None
             raise UserError(f"the kernel refused the BPF programs: {msg}", "run `trace-halfclose doctor`") from None
         for probe in self.plan.attached_at(EXPLICIT):
             try:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from tracer.errors import UserError
+from tracer.kernel import btf_cache
 from tracer.kernel.btf import Btf
 from tracer.kernel.eras import recorded_fields
 from tracer.kernel.names import FALLBACK_SOURCE, TCP_STATES_FALLBACK, state_names_from_btf
@@ -51,7 +52,39 @@ def prepare(mode: str, backend: str, *, follow: bool = False,
     btf = load_btf()
     view = read_view(tracefs, btf)
     plans, skipped = candidates(mode, backend, view, follow=follow, by_pid=by_pid)
+    plans = _without_refused(plans, skipped, backend)
+    for plan in plans:
+        offsets_for(plan, btf)  # asked now, so that the boot's BTF cache keeps the answers
+    state_names_from_btf(btf)
+    btf_cache.keep(btf)
     return plans, skipped, btf, view
+
+
+def _refusal_file(backend: str) -> Path:
+    """Where a backend the kernel refused is remembered until the next boot (/run is tmpfs)."""
+    return btf_cache.cache_file().with_name(f"refused-{backend}-{btf_cache.cache_file().stem.removeprefix('btf-')}")
+
+
+def _without_refused(plans: list[Plan], skipped: list[str], requested: str) -> list[Plan]:
+    """auto skips a backend this kernel refused earlier in this boot (fentry where trampolines
+    are not allowed): compiling its programs only to be refused again costs most of a second."""
+    if requested != "auto" or not btf_cache.writable():
+        return plans
+    kept = []
+    for i, plan in enumerate(plans):
+        try:
+            why = _refusal_file(plan.backend).read_text().strip()
+        except FileNotFoundError:
+            why = ""
+        if why and i < len(plans) - 1:
+            skipped.append(f"{plan.backend}: {why} (refused earlier in this boot: not tried again)")
+        else:
+            kept.append(plan)
+    return kept
+
+
+def _remember_refusal(plan: Plan, why: str) -> None:
+    _refusal_file(plan.backend).write_text(why + "\n")
 
 
 def offsets_for(plan: Plan, btf: Btf) -> list[str]:
@@ -74,6 +107,8 @@ def load_first(plans: list[Plan], skipped: list[str], btf: Btf, progress: Callab
             session.load()
             return session, plan
         except BackendUnavailable as exc:
+            if exc.refused and btf_cache.writable():
+                _remember_refusal(plan, exc.message)
             if i == len(plans) - 1:
                 raise
             skipped.append(f"{plan.backend}: {exc.message}")

@@ -47,8 +47,11 @@ class KernelView:
 
 
 def load_btf(path: Path | None = None) -> Btf:
+    """The running kernel's BTF; as root, its answers come from this boot's cache when it has them."""
+    from tracer.kernel import btf_cache
+
     try:
-        return Btf.load(str(path or BTF_PATH))
+        return btf_cache.load(path or BTF_PATH)
     except BtfError as exc:
         raise UserError(f"this kernel has no readable BTF, which the tool needs (in sysfs since Linux 5.4): {exc}",
                         "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (`trace-halfclose vm --kconfig` lists "
