@@ -164,9 +164,11 @@ def write_svg(ladders, svg: str) -> None:
     console.note(f"ladder diagram written to {svg}")
 
 
-def show(recs, as_json: bool, check: bool, ladder: bool = False, svg: str | None = None) -> None:
+def show(recs, as_json: bool, check: bool, ladder: bool = False, svg: str | None = None,
+         exit_on_check: bool = True) -> bool:
     """Annotate, judge and display one run (with the article's claims for `close`)
-    or a matrix of runs; with check, exit 1 unless everything is as the source predicts.
+    or a matrix of runs; with check, exit 1 unless everything is as the source predicts
+    (exit_on_check=False: return whether it is, for a caller that has more to do first).
     ladder: the timeline as a ladder diagram (one per scenario before the matrix);
     svg: also draw the ladders into that file."""
     from tracer.process.annotate import annotate
@@ -205,8 +207,9 @@ def show(recs, as_json: bool, check: bool, ladder: bool = False, svg: str | None
 
         write_svg([of_timeline(tl) for tl, _, _ in judged], svg)
     ok = all(v.ok and all(c.as_expected for c in claims) for _, claims, v in judged)
-    if check and not ok:
+    if check and not ok and exit_on_check:
         sys.exit(1)
+    return ok
 
 
 def stdout_gone() -> None:

@@ -1,6 +1,8 @@
 """`trace-halfclose run`: Run the reproduction, traced (the default command)."""
 from __future__ import annotations
 
+import sys
+
 import click
 
 from tracer.errors import UserError
@@ -34,10 +36,13 @@ from tracer.cli.evidence import check_evidence, evidence_options, write_evidence
               help="Exit status 1 unless every claim got the verdict, and every scenario the results, that the "
                    "tool's own reading of the kernel source expects for this kernel.")
 @click.option("--ebpf", is_flag=True, help="Print the BPF C program and exit (as bcc tools do).")
+@click.option("--timings", is_flag=True,
+              help="Also a line on stderr: how long each phase took (start, checks, compile and attach, "
+                   "reproduce, output, detach), and from start to attached.")
 @ladder_options
 @evidence_options
-def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, check, ebpf, ladder, svg, pcap_file,
-        packetdrill_file) -> None:
+def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, check, ebpf, timings, ladder, svg,
+        pcap_file, packetdrill_file) -> None:
     """Run the reproduction and annotate each write with its kernel path.
 
     A server and a client (SIGPIPE ignored) in a private network namespace:
@@ -67,32 +72,43 @@ def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, chec
         fail(UserError(f"unknown scenario {scenario!r}: choose one of {', '.join(ORDER)}, or all",
                        "`trace-halfclose scenarios` says what each one does"))
     out = RecordFile(record, {"--svg": svg}) if record else None
+    from contextlib import ExitStack
+
     from tracer.display import console
     from tracer.collect.repro import ReproOptions
-    from tracer.collect.runner import collect
+    from tracer.collect.runner import collected
+    from tracer.collect.timings import Timings
 
     names = ORDER if scenario == "all" else (scenario,)
     runs = [ReproOptions(scenario=n, ipv6=ipv6, writes=writes or (3 if scenario == "all" else 2), delay=delay,
                          gap=gap, port=port) for n in names]
-    try:
-        with console.status("checking the kernel") as progress:
-            recs = collect(runs, backend, progress)
-    except UserError as exc:
-        if out:
-            out.discard()
-        fail(exc)
-    except KeyboardInterrupt as exc:
-        if out:
-            out.discard()
-        interrupted(exc, "probes detached, reproduction stopped")
-    try:
-        if out:
-            out.commit(lambda f: [rec.dump(f) for rec in recs])
-        write_evidence(recs, pcap_file, packetdrill_file)
-        show(recs, as_json, check, ladder, svg)
-    except KeyboardInterrupt as exc:
-        if out:
-            out.discard()
-        interrupted(exc, "while showing the results")
-    except BrokenPipeError:
-        stdout_gone()
+    clock = Timings()
+    # The probes stay attached until the results are out: detaching is the slowest step.
+    with ExitStack() as attached:
+        try:
+            with console.status("checking the kernel") as progress:
+                recs = attached.enter_context(collected(runs, backend, progress, clock))
+        except UserError as exc:
+            if out:
+                out.discard()
+            fail(exc)
+        except KeyboardInterrupt as exc:
+            if out:
+                out.discard()
+            interrupted(exc, "probes detached, reproduction stopped")
+        try:
+            with clock.phase("output"):
+                if out:
+                    out.commit(lambda f: [rec.dump(f) for rec in recs])
+                write_evidence(recs, pcap_file, packetdrill_file)
+                verdict = show(recs, as_json, check, ladder, svg, exit_on_check=False)
+        except KeyboardInterrupt as exc:
+            if out:
+                out.discard()
+            interrupted(exc, "while showing the results")
+        except BrokenPipeError:
+            stdout_gone()
+    if timings:
+        console.timings(clock)
+    if check and not verdict:
+        sys.exit(1)

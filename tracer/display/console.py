@@ -296,6 +296,13 @@ def compare(c, console: Console | None = None) -> None:
     console.print(f"[bold {'green' if ok else 'red'}]{escape(words.compare_summary(c))}[/]")
 
 
+def timings(clock) -> None:
+    """--timings: one line on stderr, each phase and the time from start to attached."""
+    phases = ", ".join(f"{name} {seconds:.2f}" for name, seconds in clock.phases)
+    err_console.print(f"[dim]timings (s): {escape(phases)}; start to attached "
+                      f"{clock.until('compile and attach'):.2f}, total {clock.total:.2f}[/]")
+
+
 def out_console() -> Console:
     return Console(file=sys.stdout, highlight=False)
 
