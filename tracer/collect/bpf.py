@@ -39,6 +39,26 @@ class BackendRefused(BackendUnavailable):
     refused = True
 
 
+def _detach_tracepoints(bpf, tracepoints: list[bytes]) -> None:
+    """Detach tracepoints together: each detach waits for the kernel to be done with the
+    program (an RCU grace period, some 60-70 ms here), and waits that overlap cost one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def detach(tp: bytes) -> str | None:
+        try:
+            bpf.detach_tracepoint(tp=tp)  # the close(2) in bcc's C library runs without the GIL
+        except Exception as exc:  # bcc raises plain Exception
+            return f"detaching tracepoint:{tp.decode()} failed ({exc}); the kernel detaches it at this process's exit"
+        return None
+
+    if not tracepoints:
+        return
+    with ThreadPoolExecutor(max_workers=len(tracepoints)) as pool:
+        for problem in pool.map(detach, tracepoints):
+            if problem:
+                _said(problem)
+
+
 def import_bcc():
     try:
         import bcc  # Debian's python3-bpfcc, never the PyPI "bcc"
@@ -189,15 +209,16 @@ class BpfSession:
 
     def end_client_io(self) -> None:
         with interrupt.shielded():
-            while self._io:
-                probe = self._io.pop()
-                try:
-                    self.bpf.detach_tracepoint(tp=probe.target.encode())
-                except Exception as exc:  # bcc raises plain Exception
-                    _said(f"detaching {probe.name} failed ({exc}); the kernel detaches it when this process exits")
+            probes, self._io = self._io, []
+            _detach_tracepoints(self.bpf, [p.target.encode() for p in probes])
 
     def poll(self, timeout_ms: int = 0) -> list[Event]:
-        self.bpf.ring_buffer_poll(timeout_ms)
+        # Shielded: bcc calls _on_event from C, and an exception raised in a ctypes callback
+        # is printed and dropped ("Exception ignored on calling ctypes callback function"), so
+        # a signal must not be raised there; it is raised once the poll returns (epoll_wait
+        # returns at once on a signal).
+        with interrupt.shielded():
+            self.bpf.ring_buffer_poll(timeout_ms)
         out, self._pending = self._pending, []
         return out
 
@@ -210,6 +231,7 @@ class BpfSession:
                 return
             self.end_client_io()
             bpf, self.bpf = self.bpf, None
+            _detach_tracepoints(bpf, list(bpf.tracepoint_fds))  # what bcc's cleanup would do one by one
             try:
                 bpf.cleanup()  # detaches each probe bcc lists, closes the programs and ring buffers
             except Exception as exc:  # bcc raises plain Exception
