@@ -143,11 +143,41 @@ def tracepoints_of(backend: str) -> tuple[list[str], list[str]]:
     return at_load, io
 
 
+def startup(runs: int, tracepoints: list[str]) -> None:
+    """From process start to probes attached: the tool (its --timings line) beside bpftrace
+    (to its "Attaching N probes..." line) on the same tracepoints; medians of `runs`."""
+    tool, bt = [], []
+    for _ in range(runs):
+        p = subprocess.run([sys.executable, "-m", "tracer", "--timings", "--json"], capture_output=True, text=True,
+                           cwd=Path(__file__).resolve().parent.parent)
+        line = next((x for x in p.stderr.splitlines() if "start to attached" in x), "")
+        if not line:
+            raise RuntimeError(f"no --timings line from the tool (exit {p.returncode}): {p.stderr.strip()[-300:]}")
+        tool.append(float(line.split("start to attached ")[1].split(",")[0]))
+        if tracepoints:
+            t0 = time.monotonic()
+            b = Bpftrace(tracepoints)
+            proc = subprocess.Popen(["bpftrace", "-e", b.program], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True)
+            for out in proc.stdout:
+                if out.startswith("Attaching"):
+                    bt.append(time.monotonic() - t0)
+                    break
+            b.proc = proc
+            time.sleep(ATTACH_S)
+            b.stop()
+    print(f"\nstart to attached, median of {runs}: trace-halfclose {statistics.median(tool):.2f} s "
+          f"(min {min(tool):.2f}, max {max(tool):.2f})"
+          + (f"; bpftrace {statistics.median(bt):.2f} s (min {min(bt):.2f}, max {max(bt):.2f}), to its "
+             "\"Attaching\" line" if bt else ""))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", default="auto", help="the tool's backend (default: what auto chooses)")
     ap.add_argument("--writes", type=int, default=100_000, help="writes per measurement")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--startup-runs", type=int, default=5, help="runs for the start-to-attached comparison (0: none)")
     args = ap.parse_args()
 
     backend = chosen_backend(args.backend)
@@ -190,6 +220,8 @@ def main() -> int:
     for name, values in results.items():
         med = statistics.median(values)
         print(f"{name:<12} {med:18.3f} {min(values):6.3f}–{max(values):<7.3f} {med / base:7.2f}")
+    if args.startup_runs:
+        startup(args.startup_runs, tracepoints_of(backend)[0] if "bpftrace" in cases else [])
     return 0
 
 
