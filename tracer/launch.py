@@ -12,9 +12,9 @@ from tracer import interrupt
 
 
 def main() -> None:
-    interrupt.install()
     try:
         try:
+            interrupt.install()
             from tracer.cli import main as cli
 
             cli()  # click's standalone mode: always ends in SystemExit

@@ -28,6 +28,17 @@ def _kernels() -> list[Path]:
 KERNELS = _kernels()
 
 
+def _filled(value, out: str):
+    """A scenario with {out} (the directory shared with the guest) filled in, at any depth."""
+    if isinstance(value, str):
+        return value.replace("{out}", out)
+    if isinstance(value, list):
+        return [_filled(v, out) for v in value]
+    if isinstance(value, dict):
+        return {k: _filled(v, out) for k, v in value.items()}
+    return value
+
+
 @pytest.fixture(scope="session", params=KERNELS or [None], ids=lambda k: vm.release_of(k) if k else "no-kernel")
 def vm_run(request):
     """{scenario name: result dict} from one boot of one kernel."""
@@ -41,9 +52,7 @@ def vm_run(request):
         require(False, f"virtme-ng missing: {exc}")
 
     out = Path(tempfile.mkdtemp(prefix="thc-vm-"))
-    spec = {}
-    for name, what in SCENARIOS.items():
-        spec[name] = {k: [a.replace("{out}", str(out)) for a in v] for k, v in what.items()}
+    spec = {name: _filled(what, str(out)) for name, what in SCENARIOS.items()}
     (out / "spec.json").write_text(json.dumps(spec))
     use_kvm, _ = vm.use_kvm(None)
     guest = f"cd {ROOT} && {sys.executable} tests/live/guest_runner.py {out}/spec.json {out}"

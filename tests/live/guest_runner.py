@@ -2,11 +2,13 @@
 
     python tests/live/guest_runner.py SPEC.json OUTDIR
 
-SPEC maps a scenario name to {"args": [...]} (arguments of trace-halfclose)
-or {"sigint": [...]} (start it, interrupt it once its kprobes are registered,
-then report what was left behind), or to `trace-halfclose watch` runs
-({"watch:NAME": [...], ...}, see run_watch). For each scenario OUTDIR/NAME.json gets
-{"rc", "stdout", "stderr", ...}. OUTDIR is shared writable with the host (--rwdir).
+SPEC maps a scenario name to {"args": [...]} (arguments of trace-halfclose; with
+"noise": {...}, foreign connections on the guest's loopback while its probes are in,
+see run_noisy), or {"signals": [[ARGS, SIGNAL, MOMENT], ...]} (runs stopped by
+signals, all at once, then what they left behind, see run_signals), or to `trace-halfclose
+watch` runs ({"watch:NAME": [...], ...}, see run_watch). For each scenario
+OUTDIR/NAME.json gets {"rc", "stdout", "stderr", ...}. OUTDIR is shared writable with
+the host (--rwdir).
 """
 from __future__ import annotations
 
@@ -15,10 +17,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.live import robustness as rb  # noqa: E402
+
 KPROBE_LIST = Path("/sys/kernel/debug/kprobes/list")
 
 
@@ -34,52 +40,10 @@ def registered_kprobes() -> str:
         return f"<unreadable: {exc}>"
 
 
-def children_of(pid: int) -> list[str]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append((d / "cmdline").read_text().replace("\0", " "))
-            except (OSError, ValueError, IndexError):
-                pass
-    return out
-
-
 def run_plain(args: list[str]) -> dict:
     t = time.monotonic()
     p = subprocess.run(tool(args), cwd=ROOT, capture_output=True, text=True, timeout=600)
     return {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr, "seconds": time.monotonic() - t}
-
-
-def run_sigint(args: list[str]) -> dict:
-    """Ctrl-C while the probes are attached and the reproduction runs."""
-    p = subprocess.Popen(tool(args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while "tcp_sendmsg_locked" not in registered_kprobes() and p.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    attached = "tcp_sendmsg_locked" in registered_kprobes()
-    time.sleep(1.0)  # inside the reproduction (it waits --delay seconds)
-    kids_before = children_of(p.pid)
-    p.send_signal(signal.SIGINT)
-    try:
-        out, err = p.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
-    time.sleep(0.5)
-    leftover = [line for line in registered_kprobes().splitlines() if "tcp_" in line or "sk_stream" in line]
-    repro_left = subprocess.run(["pgrep", "-f", "tracer.collect.repro_child"], capture_output=True, text=True).stdout.split()
-    return {
-        "rc": p.returncode,
-        "stdout": out,
-        "stderr": err,
-        "attached_before": attached,
-        "children_before": kids_before,
-        "kprobes_after": leftover,
-        "repro_processes_after": repro_left,
-    }
 
 
 WATCH_CLIENT_C = ROOT / "tests" / "live" / "watch_client.c"
@@ -135,10 +99,12 @@ def run_watch(what: dict) -> dict:
             time.sleep(0.5)
         res["attach_seconds"] = time.monotonic() - t
         res["noise"] = noise(9998)
+        loud = rb.Noise(50_000, [9998, 9996], Path(outdir))  # the same, many times, beside the traffic
         _, port, clients = what["traffic"]
         p = subprocess.run(["sh", str(WATCH_CLIENTS_SH), res["compile"]["exe"], port, clients, "2", "0.3"],
                            capture_output=True, text=True, timeout=120)
         res["traffic"] = {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr}
+        res["noise_loop"] = {"connections": len(loud.finish()), "ports": [9998, 9996]}
         time.sleep(1.0)
         for p, _, _ in procs.values():
             p.send_signal(signal.SIGINT)
@@ -159,6 +125,51 @@ def run_watch(what: dict) -> dict:
     return res
 
 
+def run_noisy(args: list[str], noise: dict, outdir: Path) -> dict:
+    """The tool, with noise["count"] connections to 127.0.0.1 on noise["ports"] (this
+    guest's own namespace; noise["ports"][0] is the reproduction's port) from the moment
+    its first child runs (its probes are attached then) until it ends."""
+    t = time.monotonic()
+    p = subprocess.Popen(tool(args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while p.poll() is None and not rb.descendants(p.pid):
+        time.sleep(0.05)
+    loud = rb.Noise(noise["count"], noise["ports"], outdir) if p.poll() is None else None
+    out, err = p.communicate(timeout=900)
+    times = loud.finish() if loud else []
+    res = {"rc": p.returncode, "stdout": out, "stderr": err, "seconds": time.monotonic() - t,
+           "noise": {"connections": len(times)}}
+    record = noise.get("record")
+    if record and Path(record).exists():
+        recs = rb.load_recordings(Path(record))
+        res["noise"].update(during_the_trace=sum(rb.in_window(times, r) for r in recs),
+                            foreign=[e for r in recs for e in rb.foreign_events(r)][:20])
+    return res
+
+
+def run_signals(jobs: list, outdir: Path) -> dict:
+    """Each job [ARGS, SIGNAL NAME, [EVENT, DELAY, N]] (tests/live/robustness.py Moment), all
+    at once; then what was left behind. ARGS may hold {client}: the article's client."""
+    client = compile_client(str(outdir))["exe"]
+    before = rb.Snapshot.take()
+    results = [None] * len(jobs)
+
+    def one(i: int) -> None:
+        args, name, (event, delay, n) = jobs[i]
+        # settle: in software emulation a child killed with the tool (PR_SET_PDEATHSIG) or a
+        # command ended by its keeper takes seconds where it takes milliseconds natively.
+        results[i] = rb.run_signalled([a.replace("{client}", client) for a in args], signal.Signals[name],
+                                      rb.Moment(event, delay, n), timeout=600, settle=30)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(jobs))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    left = rb.Snapshot.take().left_since(before, ours={r["tool_pid"] for r in results})
+    return {"rc": 0, "runs": results, "left": left,
+            "problems": [[r["signal"], r["moment"], rb.problems(r)] for r in results]}
+
+
 def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text())
     outdir = Path(sys.argv[2])
@@ -168,8 +179,12 @@ def main() -> int:
         try:
             if any(k.startswith("watch:") for k in what):
                 res = run_watch(what)
+            elif "signals" in what:
+                res = run_signals(what["signals"], outdir)
+            elif "noise" in what:
+                res = run_noisy(what["args"], what["noise"], outdir)
             else:
-                res = run_sigint(what["sigint"]) if "sigint" in what else run_plain(what["args"])
+                res = run_plain(what["args"])
         except Exception as exc:  # report, and go on with the other scenarios
             res = {"rc": None, "stdout": "", "stderr": f"guest runner: {exc!r}"}
         (outdir / f"{name}.json").write_text(json.dumps(res))

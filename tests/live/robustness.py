@@ -9,7 +9,8 @@ Left behind, looked up after the tool ended:
 - network namespaces: those of the processes above, other than the tool's own,
   still used by one of them or held by a mount; `ip netns list` (named ones);
 - BPF: program ids that `bpftool prog show` lists after and did not before,
-  unless a live process that is not the tool's holds them (another tool running);
+  unless a live process that is not the tool's holds them open (another tool running:
+  /proc/PID/fdinfo names the program of each BPF fd);
 - probes in tracefs (kprobe_events, uprobe_events) and debugfs (kprobes/list).
 """
 from __future__ import annotations
@@ -127,11 +128,27 @@ def prog_ids() -> set[int]:
     return {p["id"] for p in bpftool("prog", "show")}
 
 
-def perf_holders() -> dict[int, set[int]]:
-    """prog id -> pids holding it through a perf event (kprobes, tracepoints)."""
+def prog_holders() -> dict[int, set[int]]:
+    """prog id -> pids holding it open (a bpf-prog or bpf_link fd; /proc/PID/fdinfo says
+    which program). A program nobody holds and still listed is pinned or leaked."""
     out: dict[int, set[int]] = {}
-    for e in bpftool("perf", "show"):
-        out.setdefault(e["prog_id"], set()).add(e["pid"])
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{d}/fd")
+        except OSError:
+            continue  # ended, or a kernel thread
+        for fd in fds:
+            try:
+                if not os.readlink(f"/proc/{d}/fd/{fd}").startswith(("anon_inode:bpf-prog", "anon_inode:bpf_link")):
+                    continue
+                info = Path(f"/proc/{d}/fdinfo/{fd}").read_text()
+            except OSError:
+                continue  # closed meanwhile
+            for line in info.splitlines():
+                if line.startswith("prog_id:"):
+                    out.setdefault(int(line.split()[1]), set()).add(int(d))
     return out
 
 
@@ -162,10 +179,12 @@ class Snapshot:
 
     def left_since(self, before: "Snapshot", ours: set[int] = frozenset()) -> dict:
         """What appeared between before and self that is not held by a live process other than ours."""
-        holders = perf_holders()
+        holders = prog_holders()
         new = self.progs - before.progs
-        foreign = {pid for i in new for pid in holders.get(i, ()) if pid not in ours and proc(pid)}
-        progs = sorted(i for i in new if not (holders.get(i, set()) & foreign))
+        new &= prog_ids()  # a program that went away meanwhile (another tool's, closing) is not left
+        # Held by a live process that is not one of ours: another program's (another run of
+        # the tool, a test elsewhere); those are not left behind.
+        progs = sorted(i for i in new if not any(pid not in ours for pid in holders.get(i, ())))
         probes = {k: v for k, v in self.probes.items() if v != before.probes.get(k, "")}
         netns = sorted(set(self.netns_named) - set(before.netns_named))
         return {"bpf_programs": progs, "probe_files": probes, "named_netns": netns}
@@ -263,7 +282,7 @@ def run_signalled(args: list[str], signum: int | None, at: Moment | None = None,
             waited = "Python's start-up: waited for the tool's handlers"
             time.sleep(0.002)
     sent_at = time.monotonic() - t0
-    if signum is not None and p.poll() is None:
+    if signum is not None and p.poll() is None and proc(p.pid) is not None:  # not a zombie: not ended yet
         phase = waited or _phase(p.pid, seen, out)
         try:
             os.kill(p.pid, signum)
@@ -283,6 +302,7 @@ def run_signalled(args: list[str], signum: int | None, at: Moment | None = None,
     while left and time.monotonic() < ended + settle:
         time.sleep(0.05)
         left = still_alive(seen)
+    settled = time.monotonic() - ended  # how long its processes outlived it
     for t in readers:
         t.join(timeout=10)  # the pipes close when the last process holding them is gone
     namespaces = {s.netns for s in seen.values() if s.netns and s.netns != own_netns}
@@ -295,6 +315,7 @@ def run_signalled(args: list[str], signum: int | None, at: Moment | None = None,
         "args": args, "signal": signal.Signals(signum).name if signum else None,
         "moment": str(at) if at else None, "at": round(sent_at, 3),
         "signalled": signalled, "phase": phase, "rc": p.returncode, "seconds": round(ended - t0, 3),
+        "outlived_by": round(settled, 3),
         "stdout": stdout, "stderr": stderr,
         "processes_seen": [asdict(s) for s in seen.values()],
         "processes_left": [asdict(s) for s in left],
@@ -319,14 +340,14 @@ def handlers_installed(pid: int) -> bool:
 def _phase(pid: int, seen: dict[int, Proc], out: list[bytes]) -> str:
     """Roughly where the tool is, from outside: printing (its output began), whether its
     probes are attached (bpftool perf), whether its child processes run."""
-    if out:
-        return "printing"
     probes = attached_by(pid)
     kids = descendants(pid)
+    if probes and kids:
+        return "probes attached, reproducing or watching"
+    if out:
+        return "printing"
     if not probes:
         return "detaching (probes gone)" if seen else "loading (checks, BTF, bcc compiling)"
-    if kids:
-        return "probes attached, reproducing or watching"
     return "probes attached, no child (attaching, between scenarios, or detaching)" if seen else \
         "probes attached, before the first child"
 
@@ -357,8 +378,6 @@ def problems(r: dict, allow_exit_0: bool = True) -> list[str]:
     if num == signal.SIGKILL:
         if r["rc"] != -signal.SIGKILL:
             out.append(f"exit status {r['rc']} after SIGKILL")
-        return out
-    if r["rc"] == 0 and not said and r.get("allow_0_for_sigint") and num == signal.SIGINT:
         return out
     if r["rc"] != 128 + num:
         out.append(f"exit status {r['rc']}, not {128 + num}")

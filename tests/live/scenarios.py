@@ -3,14 +3,28 @@
 Paths under {out} are inside the directory shared writable with the guest.
 """
 
+
+def noisy(record: str) -> dict:
+    """Foreign connections in the guest's own namespace, to the reproduction's port 9999 and
+    to 9997, while the probes are in (tests/live/noise.py; bounded, and stopped when the run
+    ends); record: the run's recording, searched for their events."""
+    return {"count": 50_000, "ports": [9999, 9997], "record": record}
+
+
+CLIENTS = "tests/live/watch_clients.sh"
+
 SCENARIOS = {
     # The article's case with a third write, for machines and recorded for replay.
-    "writes3_json": {"args": ["--writes", "3", "--json", "--record", "{out}/writes3.rec.jsonl"]},
+    "writes3_json": {"args": ["--writes", "3", "--json", "--record", "{out}/writes3.rec.jsonl"],
+                     "noise": noisy("{out}/writes3.rec.jsonl")},
     # What a person sees by default.
     "default_human": {"args": []},
     # The same reproduction through the other backends, to compare what each sees.
-    "fentry_json": {"args": ["--backend", "fentry", "--writes", "3", "--json"]},
-    "tracepoint_json": {"args": ["--backend", "tracepoint", "--writes", "3", "--json"]},
+    "fentry_json": {"args": ["--backend", "fentry", "--writes", "3", "--json", "--record", "{out}/fentry.rec.jsonl"],
+                    "noise": noisy("{out}/fentry.rec.jsonl")},
+    "tracepoint_json": {"args": ["--backend", "tracepoint", "--writes", "3", "--json",
+                                 "--record", "{out}/tracepoint.rec.jsonl"],
+                        "noise": noisy("{out}/tracepoint.rec.jsonl")},
     "doctor_json": {"args": ["doctor", "--json"]},
     # Every scenario under one loaded program, judged against the source (--check), and over IPv6.
     "all_json": {"args": ["--scenario", "all", "--check", "--json"]},
@@ -19,8 +33,15 @@ SCENARIOS = {
     # tracepoints (what this kernel's tracepoints can see: tests/live/test_vm_eras.py).
     "fentry_all_json": {"args": ["--backend", "fentry", "--scenario", "all", "--check", "--json"]},
     "tracepoint_all_json": {"args": ["--backend", "tracepoint", "--scenario", "all", "--check", "--json"]},
-    # Ctrl-C while attached: probes and the reproduction's process must go away.
-    "sigint": {"sigint": ["--delay", "30"]},
+    # Signals with the kprobes attached (tests/live/robustness.py run_signalled), all at once:
+    # probes, processes and namespaces must go away. [ARGS, SIGNAL, [EVENT, DELAY, N]]
+    "signals": {"signals": [
+        [[], "SIGINT", ["child", 0.5, 1]],  # reproducing
+        [[], "SIGTERM", ["attached", 0, 1]],  # attaching
+        [[], "SIGHUP", ["gone", 0, 1]],  # detaching
+        [[], "SIGKILL", ["child", 0.3, 1]],
+        [["watch", "--json", "--", "sh", CLIENTS, "{client}", "9995", "1", "1", "0.3"], "SIGTERM", ["child", 1.5, 1]],
+    ]},
     # watch: the article's C client (compiled in the guest) against `ncat -l 9999`, watched by port
     # through three backends at once, a noise connection on 9998 beside it; stopped by Ctrl-C.
     "watch_article": {

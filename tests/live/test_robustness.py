@@ -120,6 +120,7 @@ def test_a_signal_at_any_moment_leaves_nothing_behind(mode, client, report):
         "mode": mode, "run_seconds": plain["seconds"], "runs": len(runs), "signalled": sum(r["signalled"] for r in runs),
         "seconds": round(time.monotonic() - t, 1), "left": left,
         "points": [{k: r[k] for k in ("signal", "moment", "at", "phase", "rc", "signalled")} for r in runs],
+        "failed": failed,
     })
     assert failed == []
     assert left == {"bpf_programs": [], "probe_files": {}, "named_netns": []}

@@ -127,10 +127,13 @@ def test_recording_replays_to_the_same_json(vm_run):
 
 
 def test_ctrl_c_detaches_probes_and_stops_the_reproduction(vm_run):
-    res = vm_run["sigint"]
-    assert res["attached_before"], "the kprobes never appeared in /sys/kernel/debug/kprobes/list"
-    assert any("tracer.collect.repro_child" in c for c in res["children_before"])
-    assert res["rc"] == 130, res["stderr"]
-    assert "interrupted" in res["stderr"] and "Traceback" not in res["stderr"]
-    assert res["kprobes_after"] == []
-    assert res["repro_processes_after"] == []
+    """SIGINT while the kprobes are attached and the reproduction runs (the `signals`
+    scenario, tests/live/test_vm_robustness.py checks the other signals)."""
+    res = vm_run["signals"]
+    r = next(x for x in res["runs"] if x["signal"] == "SIGINT")
+    assert r["phase"] == "probes attached, reproducing or watching"
+    assert any("tracer.collect.repro_child" in p["cmd"] for p in r["processes_seen"])
+    assert r["rc"] == 130, r["stderr"]
+    assert "interrupted" in r["stderr"] and "Traceback" not in r["stderr"]
+    assert res["left"]["probe_files"] == {}, "kprobes left in /sys/kernel/debug/kprobes/list"
+    assert r["processes_left"] == []

@@ -28,11 +28,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-import select
 import signal
-import subprocess
 import sys
-import time
 
 PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
 PR_SET_CHILD_SUBREAPER = 36
@@ -110,6 +107,8 @@ class Keeper:
 
     def finish(self) -> None:
         """SIGTERM to everything left, SIGKILL after GRACE_S, until nothing is left."""
+        import time
+
         me = os.getpid()
         send(descendants(me), signal.SIGTERM)
         deadline = time.monotonic() + GRACE_S
@@ -126,6 +125,8 @@ class Keeper:
                   file=sys.stderr)
 
     def run(self) -> None:
+        import select
+
         buf = b""
         while True:
             ready, _, _ = select.select([self.control], [], [], 0.05)
@@ -145,6 +146,8 @@ class Keeper:
 
 
 def main(argv: list[str]) -> int:
+    import subprocess
+
     report, control, ignored = int(argv[1]), int(argv[2]), argv[3]
     command = argv[5:]  # after "--"
     keep_ignored = {int(s) for s in ignored.split(",") if s}

@@ -21,20 +21,25 @@ Commands: connect | presend | close | read | write INDEX | exit
 """
 from __future__ import annotations
 
-import ctypes
-import errno
-import fcntl
-import json
-import os
-import select
-import signal
-import socket
-import struct
 import sys
-import time
 
 from tracer.collect.keeper import die_with_parent
-from tracer.process.scenarios import SCENARIOS, Scenario
+
+if __name__ == "__main__" and "--parent" in sys.argv:  # first of all: a tool killed meanwhile ends it here
+    die_with_parent(int(sys.argv[sys.argv.index("--parent") + 1]))
+
+import ctypes  # noqa: E402
+import errno  # noqa: E402
+import fcntl  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import struct  # noqa: E402
+import time  # noqa: E402
+
+from tracer.process.scenarios import SCENARIOS, Scenario  # noqa: E402
 
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
@@ -153,8 +158,6 @@ class Server:
 
 def main(argv: list[str]) -> int:
     port, name = int(argv[1]), argv[2]
-    if "--parent" in argv:
-        die_with_parent(int(argv[argv.index("--parent") + 1]))
     sc = SCENARIOS[name]
     try:
         netns = enter_private_netns()

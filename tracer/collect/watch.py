@@ -159,6 +159,7 @@ class _Command:
     def start(self, session: BpfSession, argv: tuple[str, ...], to_stderr: bool) -> None:
         report_r, report_w = os.pipe()
         control_r, control_w = os.pipe()
+        os.set_blocking(report_r, False)  # read when there is something: _line() never waits
         ignored = ",".join(str(int(s)) for s in sorted(interrupt.ignored_at_start()))
         with interrupt.shielded():
             session.set_launcher(os.getpid())
@@ -172,7 +173,6 @@ class _Command:
                 os.close(report_w)
                 os.close(control_r)
                 self._control, self._report = control_w, report_r
-        os.set_blocking(report_r, False)
         session.watch_pid(self.keeper.pid)
         deadline = time.monotonic() + self.START_TIMEOUT
         while (line := self._line()) is None:

@@ -1,0 +1,234 @@
+"""Signals (tracer/interrupt.py) and the keeper of a watched command
+(tracer/collect/keeper.py), each in a process of its own: no root, no BPF."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+KEEPER = ROOT / "tracer" / "collect" / "keeper.py"
+
+
+def python(code: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_signal_in_a_shielded_block_is_raised_after_it():
+    p = python("""
+        import os, signal, time
+        from tracer import interrupt
+        interrupt.install()
+        done = []
+        try:
+            with interrupt.shielded():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+                done.append("the block ran to its end")
+        except interrupt.Interrupted as exc:
+            print(done, exc.signum, exc.name)
+    """)
+    assert p.stdout.strip() == "['the block ran to its end'] 15 SIGTERM", p.stderr
+
+
+def test_while_an_interruption_is_handled_later_signals_are_dropped_until_rearmed():
+    p = python("""
+        import os, signal, time
+        from tracer import interrupt
+        interrupt.install()
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except interrupt.Interrupted as exc:
+            os.kill(os.getpid(), signal.SIGHUP)  # during the cleanup: dropped
+            time.sleep(0.05)
+            print("cleaned up after", exc.name)
+        interrupt.rearm()
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(1)
+        except interrupt.Interrupted as exc:
+            print("then", exc.name)
+    """)
+    assert p.stdout.split("\n")[:2] == ["cleaned up after SIGINT", "then SIGHUP"], p.stderr
+
+
+def test_a_signal_held_by_a_block_that_failed_is_taken_by_the_error_path():
+    p = python("""
+        import os, signal, time
+        from tracer import interrupt
+        interrupt.install()
+        try:
+            with interrupt.shielded():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+                raise ValueError("the block failed")
+        except ValueError:
+            print("held:", interrupt.take_held())
+    """)
+    assert p.stdout.strip() == "held: 15", p.stderr
+
+
+def test_a_signal_ignored_at_start_stays_ignored():
+    p = subprocess.run([sys.executable, "-c", "from tracer import interrupt; interrupt.install(); "
+                        "print(sorted(int(s) for s in interrupt.ignored_at_start()))"], cwd=ROOT, capture_output=True, text=True,
+                       preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # as nohup starts it
+    assert p.stdout.strip() == "[1]", p.stderr
+
+
+def test_children_started_immune_have_the_three_signals_blocked():
+    p = python("""
+        import subprocess
+        from tracer import interrupt
+        with interrupt.immune():
+            out = subprocess.run(["grep", "SigBlk", "/proc/self/status"], capture_output=True, text=True).stdout
+        print(int(out.split()[1], 16) & 0x4003)
+    """)
+    assert p.stdout.strip() == str(0x4003), p.stderr  # SIGHUP 1, SIGINT 2, SIGTERM 15: bits 0, 1, 14
+
+
+def test_a_signal_while_exiting_changes_the_status_and_is_said():
+    p = python("""
+        import os, signal, sys
+        from tracer import interrupt
+        interrupt.install()
+        interrupt.exiting()
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("the command's output")
+    """)
+    assert p.returncode == 143
+    assert p.stdout == "the command's output\n"
+    assert p.stderr == "interrupted by SIGTERM: while exiting\n"
+
+
+def test_the_program_says_one_line_when_interrupted_while_it_starts():
+    """SIGTERM before the command line is imported: the entry's handler, one line, 143."""
+    p = python("""
+        import os, signal, sys
+        sys.argv = ["trace-halfclose", "scenarios"]
+        import tracer.launch
+        orig = tracer.launch.interrupt.install
+        def install():
+            orig()
+            os.kill(os.getpid(), signal.SIGTERM)
+        tracer.launch.interrupt.install = install
+        tracer.launch.main()
+    """)
+    assert (p.returncode, p.stdout, p.stderr) == (143, "", "interrupted by SIGTERM\n")
+
+
+# --- the keeper ---------------------------------------------------------------------------
+
+
+class Kept:
+    """The keeper with a command, as tracer/collect/watch.py starts it."""
+
+    def __init__(self, *command: str, ignored: str = ""):
+        self.report_r, report_w = os.pipe()
+        control_r, self.control = os.pipe()
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", str(KEEPER), str(report_w), str(control_r), ignored,
+                                      "--", *command], pass_fds=(report_w, control_r), stdout=subprocess.PIPE,
+                                     text=True)
+        os.close(report_w)
+        os.close(control_r)
+        self.lines = []
+
+    def read(self, until: str, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        buf = b""
+        while time.monotonic() < deadline and until not in buf.decode():
+            buf += os.read(self.report_r, 4096)
+        self.lines += buf.decode().splitlines()
+        return buf.decode()
+
+    def tree(self) -> list[int]:
+        from tracer.collect.keeper import descendants
+
+        return descendants(self.proc.pid)
+
+    def close(self) -> None:
+        if self.control is not None:
+            os.close(self.control)
+            self.control = None
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def kept():
+    made = []
+
+    def make(*command, **kw):
+        k = Kept(*command, **kw)
+        made.append(k)
+        return k
+
+    yield make
+    for k in made:
+        if k.proc.poll() is None:
+            k.proc.kill()
+            k.proc.wait()
+
+
+def test_the_keeper_reports_the_command_and_its_exit(kept):
+    k = kept("sh", "-c", "exit 3")
+    k.read("exit")
+    assert k.lines[0].startswith("pid ") and k.lines[-1] == "exit 3"
+    k.close()
+    assert k.proc.returncode == 0
+
+
+def test_the_keeper_passes_a_signal_on_to_the_whole_tree(kept):
+    k = kept("sh", "-c", "sleep 300 & sleep 300 & wait")
+    k.read("pid")
+    deadline = time.monotonic() + 5
+    while len(k.tree()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    tree = k.tree()
+    assert len(tree) == 3  # sh and its two sleeps
+    os.write(k.control, b"signal 2\n")
+    k.read("exit")
+    assert k.lines[-1] == "exit -2"  # sh, killed by SIGINT, as a terminal's Ctrl-C would
+    k.close()
+    assert not any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+                   for pid in tree)
+
+
+def test_when_the_tool_is_gone_the_keeper_ends_what_the_command_left(kept):
+    """The tool's end (its control pipe closed: a SIGKILLed tool closes it too) ends every
+    process the command started, orphans included (the keeper is their subreaper)."""
+    k = kept("sh", "-c", "(sleep 300 &) ; sleep 300")
+    k.read("pid")
+    deadline = time.monotonic() + 5
+    while len(k.tree()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    tree = k.tree()
+    assert len(tree) >= 2
+    t = time.monotonic()
+    k.close()
+    assert time.monotonic() - t < 5
+    alive = [pid for pid in tree if Path(f"/proc/{pid}").exists()]
+    assert alive == []
+
+
+def test_a_command_that_cannot_start_is_reported(kept):
+    k = kept("/nonexistent/program")
+    assert k.read("error").startswith("error ")
+    k.proc.wait(timeout=10)
+    assert k.proc.returncode == 127
+
+
+def test_the_command_starts_with_the_signals_as_the_tool_got_them(kept):
+    """Unblocked and at their defaults, except one the tool was started with ignored."""
+    k = kept("grep", "-E", "SigBlk|SigIgn", "/proc/self/status", ignored="1")
+    k.read("exit")
+    k.close()
+    masks = {line.split(":")[0]: int(line.split()[1], 16) for line in k.proc.stdout.read().splitlines()}
+    assert masks["SigBlk"] == 0
+    assert masks["SigIgn"] & 0x4003 == 0x1  # SIGHUP ignored (as under nohup); SIGINT, SIGTERM at their defaults
