@@ -60,6 +60,16 @@ def interrupted(exc: BaseException, what: str = "") -> NoReturn:
     sys.exit(128 + interrupt.signum_of(exc))
 
 
+def abandon(out, exc: BaseException, stopped: str) -> NoReturn:
+    """A traced run that did not finish: its --record file (a RecordFile, or None) is not
+    left half-written, then one line: the error, or the signal and what was stopped."""
+    if out:
+        out.discard()
+    if isinstance(exc, KeyboardInterrupt):
+        interrupted(exc, stopped)
+    fail(exc)
+
+
 def usage_error(exc: click.ClickException) -> NoReturn:
     """click's usage errors in the tool's format: what is wrong and what is allowed on the
     error line (click says both), where to read more on the remedy line."""

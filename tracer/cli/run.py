@@ -6,8 +6,8 @@ import sys
 import click
 
 from tracer.errors import UserError
-from tracer.cli.common import (EPILOG, RecordFile, Seconds, check_outputs, fail, interrupted, ladder_options, show,
-                               stdout_gone)
+from tracer.cli.common import (EPILOG, RecordFile, Seconds, abandon, check_outputs, fail, interrupted, ladder_options,
+                               show, stdout_gone)
 from tracer.cli.evidence import check_evidence, evidence_options, write_evidence
 
 
@@ -88,14 +88,8 @@ def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, chec
         try:
             with console.status("checking the kernel") as progress:
                 recs = attached.enter_context(collected(runs, backend, progress, clock))
-        except UserError as exc:
-            if out:
-                out.discard()
-            fail(exc)
-        except KeyboardInterrupt as exc:
-            if out:
-                out.discard()
-            interrupted(exc, "probes detached, reproduction stopped")
+        except (UserError, KeyboardInterrupt) as exc:
+            abandon(out, exc, "probes detached, reproduction stopped")
         try:
             with clock.phase("output"):
                 if out:

@@ -7,8 +7,8 @@ import sys
 import click
 
 from tracer.errors import UserError
-from tracer.cli.common import (RecordFile, Seconds, check_outputs, fail, interrupted, ladder_options, stdout_gone,
-                               write_svg)
+from tracer.cli.common import (RecordFile, Seconds, abandon, check_outputs, fail, interrupted, ladder_options,
+                               stdout_gone, write_svg)
 
 
 class AlsoSvg:
@@ -119,16 +119,9 @@ def watch(pids, comm, port, duration, as_json, record, replay_file, backend, lad
             spinner.stop()
         if out:
             out.commit(wrec.dump)
-    except UserError as exc:
-        if out:
-            out.discard()
-        fail(exc)
-    except KeyboardInterrupt as exc:
-        if out:
-            out.discard()
-        if getattr(exc, "before_watch", False):
-            interrupted(exc, "before the watch began; nothing is left attached")
-        interrupted(exc, "probes detached" + (", the command stopped" if command else ""))
+    except (UserError, KeyboardInterrupt) as exc:
+        abandon(out, exc, "before the watch began; nothing is left attached" if getattr(exc, "before_watch", False)
+                else "probes detached" + (", the command stopped" if command else ""))
     except BrokenPipeError:
         if out:
             out.discard()
