@@ -345,7 +345,7 @@ def _phase(pid: int, seen: dict[int, Proc], out: list[bytes]) -> str:
     if probes and kids:
         return "probes attached, reproducing or watching"
     if out:
-        return "printing"
+        return "printing (probes still attached)" if probes else "after the output: detaching, exiting"
     if not probes:
         return "detaching (probes gone)" if seen else "loading (checks, BTF, bcc compiling)"
     return "probes attached, no child (attaching, between scenarios, or detaching)" if seen else \

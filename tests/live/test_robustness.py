@@ -83,18 +83,19 @@ def report(tmp_path_factory):
 
 M = rb.Moment
 # Per mode, POINTS moments over a run: start-up and checks, bcc compiling, attaching, the
-# reproduction (each scenario's child) or the watched command, detaching, printing.
+# reproduction (each scenario's child) or the watched command, printing, and detaching
+# (after the output: the probes stay attached while it is printed, tracer/collect/runner.py).
 MODES = {
     "reproduction": (lambda client: [], [
         M("start", 0.15), M("bcc"), M("bcc", 0.4), M("attached"), M("child"), M("child", 0.3), M("child", 0.6),
-        M("gone"), M("gone", 0.15), M("output")]),
+        M("gone"), M("output"), M("output", 0.15)]),
     "scenario-all": (lambda client: ["--scenario", "all"], [
-        M("start", 0.15), M("bcc", 0.3), M("attached"), M("child"), M("child", 0.5, 2), M("gone", 0, 3),
-        M("child", 0.2, 5), M("child", 0.4, 8), M("gone", 0, 8), M("output")]),
+        M("start", 0.15), M("bcc", 0.3), M("attached"), M("child"), M("gone", 0, 3), M("child", 0.2, 5),
+        M("child", 0.4, 8), M("gone", 0, 8), M("output"), M("output", 0.15)]),
     "watch-command": (lambda client: ["watch", "--json", "--", "sh", str(CLIENTS_SH), str(client), str(free_port()),
                                       "1", "1", "0.3"], [
         M("start", 0.15), M("bcc"), M("bcc", 0.4), M("attached"), M("child"), M("child", 0.7), M("child", 1.6),
-        M("gone"), M("gone", 0.1), M("gone", 0.3)]),
+        M("output"), M("gone"), M("gone", 0.05)]),
 }
 
 
