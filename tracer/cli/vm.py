@@ -6,7 +6,7 @@ import sys
 import click
 
 from tracer.errors import UserError
-from tracer.cli.common import fail
+from tracer.cli.common import fail, interrupted
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -55,9 +55,8 @@ def vm(kernel, kvm, cpus, memory, kconfig, args) -> None:
     spinner = console.Spinner(f"booting {chosen.name}, then bcc compiles inside the guest")
     try:
         code = vmmod.stream(spec, vmmod.inner_command(inner, vmmod.host_terminal()), started=spinner.stop)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         spinner.stop()
-        console.note("interrupted: the VM was stopped")
-        sys.exit(130)
+        interrupted(exc, "the VM was stopped")
     spinner.stop()
     sys.exit(code)
