@@ -85,7 +85,7 @@ class Tool:
 
     def start(self) -> None:
         plans, skipped, btf, _ = prepare("repro", self.backend)
-        self.session, self.plan = load_first(plans, skipped, btf, lambda _msg: None)
+        self.session, self.plan = load_first(plans, skipped, lambda _msg: None)
         self.session.trace_netns(1)  # no namespace has inode 1: every hook fires and filters out
         self.session.trace_client(NO_PID)
         if self.io:
@@ -129,7 +129,7 @@ class Bpftrace:
 def chosen_backend(requested: str) -> str:
     """The backend the tool loads here: auto tries kprobe, fentry, tracepoint (the kernel may refuse one)."""
     plans, skipped, btf, _ = prepare("repro", requested)
-    session, plan = load_first(plans, skipped, btf, lambda _msg: None)
+    session, plan = load_first(plans, skipped, lambda _msg: None)
     session.close()
     return plan.backend
 

@@ -218,6 +218,8 @@ class Plan:
     notes: tuple[str, ...] = ()  # "target: why", for the missing targets that have a reason
     # function -> its parameters' names in order (from BTF), for the planned functions that read arguments
     shapes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # -DOFF_<field>=<bytes>: the struct offsets its text reads, from BTF (prepare.offsets_for)
+    offsets: tuple[str, ...] = ()
 
     def defines(self) -> list[str]:
         """-DHAVE_<target> for each target planned: the programs bcc attaches at load

@@ -9,6 +9,7 @@ table (follow, by_pid) and add -D constants (extra_cflags).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -53,8 +54,8 @@ def prepare(mode: str, backend: str, *, follow: bool = False,
     view = read_view(tracefs, btf)
     plans, skipped = candidates(mode, backend, view, follow=follow, by_pid=by_pid)
     plans = _without_refused(plans, skipped, backend)
-    for plan in plans:
-        offsets_for(plan, btf)  # asked now, so that the boot's BTF cache keeps the answers
+    # Asked once per plan, now, so that the boot's BTF cache keeps the answers.
+    plans = [replace(plan, offsets=tuple(offsets_for(plan, btf))) for plan in plans]
     state_names_from_btf(btf)
     btf_cache.keep(btf)
     return plans, skipped, btf, view
@@ -94,15 +95,16 @@ def offsets_for(plan: Plan, btf: Btf) -> list[str]:
     return struct_offsets(btf, fd=watch or plan.backend == "tracepoint", watch=watch)
 
 
-def load_first(plans: list[Plan], skipped: list[str], btf: Btf, progress: Callable[[str], None],
+def load_first(plans: list[Plan], skipped: list[str], progress: Callable[[str], None],
                extra_cflags: list[str] | tuple[str, ...] = ()):
     """Load the first plan the kernel accepts (auto: kprobe, then fentry, then
-    tracepoints); a refused backend is added to skipped. Returns (session, plan)."""
+    tracepoints); a refused backend is added to skipped. Returns (session, plan).
+    The plans are prepare()'s, which carry their struct offsets."""
     from tracer.collect.bpf import BackendUnavailable, BpfSession  # bcc only once the checks passed
 
     for i, plan in enumerate(plans):
         progress(f"compiling and loading the BPF programs ({plan.backend} backend, bcc)")
-        session = BpfSession(plan, [*offsets_for(plan, btf), *extra_cflags])
+        session = BpfSession(plan, [*plan.offsets, *extra_cflags])
         try:
             session.load()
             return session, plan

@@ -23,7 +23,7 @@ def collected(runs: list[repro.ReproOptions], backend: str, progress: Callable[[
     with timings.phase("checks, BTF, plan"):
         plans, skipped, btf, view = prepare("repro", backend)
     with timings.phase("compile and attach"):
-        session, plan = load_first(plans, skipped, btf, progress)
+        session, plan = load_first(plans, skipped, progress)
     try:
         out = []
         with timings.phase("reproduce"):

@@ -254,7 +254,7 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
     try:
         plans, skipped, btf, view = prepare("watch", opts.backend, follow=opts.follow, by_pid=opts.by_pid)
         names = state_names_from_btf(btf) or dict(TCP_STATES_FALLBACK)
-        session, plan = load_first(plans, skipped, btf, progress, filter_defines(opts, names))
+        session, plan = load_first(plans, skipped, progress, filter_defines(opts, names))
     except KeyboardInterrupt as exc:
         exc.before_watch = True  # nothing attached is left, no command was started
         raise
