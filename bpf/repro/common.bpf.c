@@ -41,6 +41,9 @@ static __always_inline int hc_traced(const void *sk)
 	return sk && want && hc_sk_netns(sk) == want;
 }
 
+/* The socket filter of bpf/shared/reset_report.bpf.c (tracepoint backend). */
+#define HC_RESET_SOCK(sk) hc_traced(sk)
+
 #ifdef HAVE_inet_sock_set_state
 /* Every state change of a traced socket (stable tracepoint since 4.16). */
 TRACEPOINT_PROBE(sock, inet_sock_set_state)

@@ -10,57 +10,7 @@
  * syscall tracepoints (CONFIG_FTRACE_SYSCALLS); sock:sock_send_length 6.3+.
  */
 
-BPF_PERCPU_ARRAY(last_reset, u64, 1); /* the traced socket tcp_reset runs on, on this CPU */
-
-/* tcp_reset's first statement (net/ipv4/tcp_input.c, 6.1+): state and sk_err at entry. */
-TRACEPOINT_PROBE(tcp, tcp_receive_reset)
-{
-	int zero = 0;
-	u64 *last = last_reset.lookup(&zero);
-
-	if (!hc_traced(args->skaddr))
-		return 0;
-	if (last)
-		*last = (u64)args->skaddr;
-	return hc_emit(HC_RESET_TP, args->skaddr, 0);
-}
-
-#ifdef HAVE_inet_sk_error_report
-/* sk_error_report() (net/core/sock.c): the error just stored in sk_err. Its
- * record has ports, no socket, and the host may use the same ports: after an
- * RST it runs within tcp_reset, on the same CPU (tcp_reset ->
- * tcp_done_with_error -> sk_error_report, net/ipv4/tcp_input.c, 6.1.192 and
- * 6.12.117), so it is the report of the traced socket tcp:tcp_receive_reset
- * just ran on -- if that socket is still in the traced namespace and its ports
- * are the record's. Any other report is not the reproduction's. As
- * bpf/watch/tracepoint.bpf.c does. */
-TRACEPOINT_PROBE(sock, inet_sk_error_report)
-{
-	int zero = 0;
-	u64 *last = last_reset.lookup(&zero);
-	const void *sk;
-	u16 sport = 0, dport = 0;
-	struct hc_event e = {};
-
-	if (args->protocol != 6 || !last || !*last)
-		return 0;
-	sk = (const void *)*last;
-	*last = 0;
-	if (!hc_traced(sk))
-		return 0;
-	/* The local port may already be 0 (tcp_done unhashed the socket). */
-	bpf_probe_read_kernel(&sport, sizeof(sport), (const char *)sk + OFF_SKC_NUM);
-	bpf_probe_read_kernel(&dport, sizeof(dport), (const char *)sk + OFF_SKC_DPORT);
-	if (__builtin_bswap16(dport) != args->dport || (sport && sport != args->sport))
-		return 0;
-	hc_fill(&e, HC_ERROR_REPORT, sk);
-	e.value = args->error;
-	e.sport = args->sport;
-	e.dport = args->dport;
-	hc_submit(&e);
-	return 0;
-}
-#endif
+/* tcp:tcp_receive_reset and sock:inet_sk_error_report: bpf/shared/reset_report.bpf.c. */
 
 #ifdef HAVE_tcp_send_reset
 /* tcp:tcp_send_reset -- 6.1: only for full sockets (tcp_send_active_reset);

@@ -159,6 +159,10 @@ static __always_inline int hc_watch_sk(const void *sk, int in_task)
 	return hc_watch_match(sk, sport, __builtin_bswap16(dport), in_task);
 }
 
+/* The socket filter of bpf/shared/reset_report.bpf.c (tracepoint backend): tcp_reset
+ * runs in softirq, not in a watched task. */
+#define HC_RESET_SOCK(sk) hc_watch_sk(sk, 0)
+
 /* A watched task begins a write-like call: remembered by thread until it returns. */
 static __always_inline void hc_watch_call_begin(struct hc_watch_call *c, u32 call, s32 fd, const void *sk)
 {

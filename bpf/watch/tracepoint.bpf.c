@@ -7,7 +7,6 @@
  * Kernel: the syscall tracepoints (CONFIG_FTRACE_SYSCALLS), tcp:tcp_receive_reset;
  * sock:sock_send_length 6.3+.
  */
-BPF_PERCPU_ARRAY(watch_reset, u64, 1); /* the socket tcp_reset runs on, on this CPU */
 
 /* sk_protocol IPPROTO_TCP (6) and sk_type SOCK_STREAM (1): a TCP socket, not
  * a raw one (include/uapi/linux/in.h, include/linux/net.h; v6.1). */
@@ -99,47 +98,7 @@ int sys_exit_call(struct hc_sys_exit_args *args)
 	return hc_watch_call_end(args->ret);
 }
 
-/* tcp_reset's first statement (net/ipv4/tcp_input.c, 6.1+). */
-TRACEPOINT_PROBE(tcp, tcp_receive_reset)
-{
-	int zero = 0;
-	u64 *last = watch_reset.lookup(&zero);
-
-	if (!hc_watch_sk(args->skaddr, 0))
-		return 0;
-	if (last)
-		*last = (u64)args->skaddr;
-	return hc_emit(HC_RESET_TP, args->skaddr, 0);
-}
-
-#ifdef HAVE_inet_sk_error_report
-/* sk_error_report() (net/core/sock.c) has ports, no socket. After an RST it
- * runs within tcp_reset, on the same CPU (tcp_reset -> tcp_done_with_error
- * -> sk_error_report, net/ipv4/tcp_input.c, 6.1.192 and 6.12.117,
- * docs/kernel-source.md item 3): attributed to that socket when the ports agree. */
-TRACEPOINT_PROBE(sock, inet_sk_error_report)
-{
-	int zero = 0;
-	u64 *last = watch_reset.lookup(&zero);
-	const void *sk;
-	u16 sport = 0, dport = 0;
-	struct hc_event e = {};
-
-	if (args->protocol != 6 || !last || !*last)
-		return 0;
-	sk = (const void *)*last;
-	*last = 0;
-	/* The local port may already be 0 (tcp_done unhashed the socket). */
-	bpf_probe_read_kernel(&sport, sizeof(sport), (const char *)sk + OFF_SKC_NUM);
-	bpf_probe_read_kernel(&dport, sizeof(dport), (const char *)sk + OFF_SKC_DPORT);
-	if (__builtin_bswap16(dport) != args->dport || (sport && sport != args->sport))
-		return 0;
-	hc_fill(&e, HC_ERROR_REPORT, sk);
-	e.value = args->error;
-	hc_submit(&e);
-	return 0;
-}
-#endif
+/* tcp:tcp_receive_reset and sock:inet_sk_error_report: bpf/shared/reset_report.bpf.c. */
 
 #ifdef HAVE_sock_send_length
 /* sock_sendmsg()'s return (net/socket.c, 6.3+), in the writer, for every socket

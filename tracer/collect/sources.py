@@ -21,13 +21,13 @@ PARTS: dict[tuple[str, str], tuple[str, ...]] = {
                           "shared/kretprobes.bpf.c", "repro/kprobe.bpf.c"),
     ("repro", "fentry"): ("common.bpf.c", "shared/capture.bpf.c", "repro/common.bpf.c", "repro/fentry.bpf.c"),
     ("repro", "tracepoint"): ("common.bpf.c", "shared/capture.bpf.c", "repro/common.bpf.c", "shared/syscalls.bpf.c",
-                              "shared/fd_sock.bpf.c", "repro/tracepoint.bpf.c"),
+                              "shared/fd_sock.bpf.c", "shared/reset_report.bpf.c", "repro/tracepoint.bpf.c"),
     ("watch", "kprobe"): ("common.bpf.c", "watch/common.bpf.c", "shared/stash.bpf.c", "watch/entries.bpf.c",
                           "shared/kretprobes.bpf.c", "watch/kprobe.bpf.c"),
     ("watch", "fentry"): ("common.bpf.c", "watch/common.bpf.c", "shared/stash.bpf.c", "watch/entries.bpf.c",
                           "watch/fentry.bpf.c"),
     ("watch", "tracepoint"): ("common.bpf.c", "watch/common.bpf.c", "shared/syscalls.bpf.c", "shared/fd_sock.bpf.c",
-                              "watch/tracepoint.bpf.c"),
+                              "shared/reset_report.bpf.c", "watch/tracepoint.bpf.c"),
 }
 HEADERS = ("halfclose.h", "sock_read.h", "args.h")
 CAPTURE_PART = "shared/capture.bpf.c"  # its texts have the `packets` ring buffer (struct hc_packet)
