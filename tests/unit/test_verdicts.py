@@ -127,7 +127,7 @@ def test_a_full_socket_server_is_the_other_source_predicted_sender():
     for rec in recs:
         tl = annotate(rec)
         assert check(tl).status == "match", (rec.scenario, check(tl).rows)
-        if SCENARIOS[rec.scenario].server == "close" and not SCENARIOS[rec.scenario].unread:
+        if SCENARIOS[rec.scenario].expected.rst_from == ("timewait", "full socket"):
             row = next(r for r in check(tl).rows if r.what == "RST sent by")
             assert (row.expected, row.observed) == ("timewait or full socket", "full socket"), rec.scenario
             assert [w.errno for w in tl.writes][:2] == [None, "EPIPE"] or rec.scenario == "sigpipe-default"

@@ -69,7 +69,7 @@ def _run_running(scenario: str, backend: str, progress: Callable[[str, str], Non
 
     t0 = time.monotonic()
     names = ORDER if scenario == "all" else (scenario,)
-    runs = [ReproOptions(scenario=n, writes=3 if scenario == "all" else 2) for n in names]
+    runs = [ReproOptions(scenario=n, writes=None if scenario == "all" else 2) for n in names]
     try:
         recs = collect(runs, backend, lambda msg: progress(RUNNING, msg))
     except UserError as exc:

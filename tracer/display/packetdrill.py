@@ -120,7 +120,7 @@ class _Writer:
     def __init__(self, tl: Timeline):
         self.tl = tl
         self.rec = tl.recording
-        self.sc = scenarios.get(self.rec.scenario) if self.rec.scenario in scenarios.SCENARIOS else None
+        self.sc = scenarios.get(self.rec.scenario) if scenarios.known(self.rec.scenario) else None
         self.by_ts = {p.ts_ns: p for p in self.rec.packets}
         self.has_bytes = bool(self.rec.packets)
         self.lines: list[str] = []

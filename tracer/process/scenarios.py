@@ -35,37 +35,128 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+SENDERS_DOC = "timewait, full socket, active reset, no socket"
+RST_SENDERS = ("timewait", "full socket", "active reset", "no socket")
+SIGPIPE_EXPECTATIONS = ("ignored", "none", "kills")
+SEND_FLAGS = ("MSG_NOSIGNAL", "MSG_DONTWAIT")
+POLL_BITS = ("POLLIN", "POLLPRI", "POLLOUT", "POLLERR", "POLLHUP", "POLLRDNORM", "POLLWRNORM", "POLLRDHUP")
+PAYLOADS = (b"hello\n", b"world\n", b"again\n")
+
+
 @dataclass(frozen=True)
 class Expected:
-    """What the source predicts for writes 1..N (errno name or None for success), the read, and the RST."""
+    """What the source predicts for writes 1..N ("success", an errno name, "SIGPIPE"; None: not
+    judged), the reads, the SO_ERROR/poll queries, and the RST."""
 
-    writes: tuple[str | None, ...]  # per write: None = all bytes written, else the errno name
-    read: str | None = None  # "0" for end of file, an errno name, or None when the scenario does not read
-    peer_state: str = "CLOSE_WAIT"  # what the client's socket is in before write 1
-    # Who may send the RST ("timewait", "full socket", "active reset"); any one of them matches. () = no RST.
+    writes: tuple[str | None, ...]
+    reads: tuple[str | None, ...] = ()  # "0" for end of file, a byte count, an errno name; None: not judged
+    queries: tuple[tuple[str, object], ...] = ()  # (label, expected): "SO_ERROR" -> errno name or "0"; "poll" -> bits
+    peer_state: str | None = None  # the client's state once the peer's close arrived (None: CLOSE_WAIT or CLOSE)
+    # Who may send the RST ("timewait", "full socket", "active reset", "no socket"); any one of them matches. () = no RST.
     rst_from: tuple[str, ...] = ()
     sigpipe: str = "ignored"  # "ignored", "none", "kills" (SIG_DFL: the writer dies)
     why: tuple[str, ...] = ()  # the source facts, one per line, with function and file
+
+    @property
+    def read(self) -> str | None:
+        """The first read's expectation (None when the scenario does not read)."""
+        return self.reads[0] if self.reads else None
+
+
+@dataclass(frozen=True)
+class ServerStep:
+    do: str  # accept | read | sleep | setsockopt | shutdown | close | exit
+    bytes: int | None = None
+    seconds: float = 0.0
+    option: str | None = None
+    value: object = None
+    how: str | None = None
+    expect: object = None
+    why: tuple[str, ...] = ()
+    rst: tuple[str, ...] | None = None
+    rst_why: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClientStep:
+    do: str  # write | read | getsockopt | poll | shutdown | sleep | close
+    when: str = "peer closed"  # "connected": before the server's steps after accept
+    bytes: int | None = None
+    data: str | None = None
+    flags: tuple[str, ...] = ()
+    option: str | None = None
+    events: tuple[str, ...] = ()
+    timeout_ms: int = 0
+    how: str | None = None
+    seconds: float = 0.0
+    expect: object = None
+    why: tuple[str, ...] = ()
+    rst: tuple[str, ...] | None = None
+    rst_why: tuple[str, ...] = ()
+    sigpipe: str | None = None
+    sigpipe_why: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """The bytes a write sends, or a read asks for."""
+        if self.do == "read":
+            return self.bytes or 4096
+        if self.data is not None:
+            return len(self.data.encode())
+        return self.bytes or 6
+
+    @property
+    def label(self) -> str:
+        return {"getsockopt": self.option or "SO_ERROR", "poll": "poll"}.get(self.do, self.do)
+
+    def payload(self, index: int) -> bytes:
+        """A write's bytes: its data, or the article's lines (hello, world, again, by write index) to size."""
+        if self.data is not None:
+            return self.data.encode()
+        line = PAYLOADS[(max(index, 1) - 1) % len(PAYLOADS)]
+        n = self.size
+        return (line * (n // len(line) + 1))[:n]
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
     title: str
-    server: str  # close | shutdown-wr | shutdown-rdwr | linger0
-    unread: bool = False  # the client sends data the server never reads, before the close
-    read_first: bool = False  # the client reads once the peer closed, before writing
-    nosignal: bool = False  # send(..., MSG_NOSIGNAL) instead of write(2)
+    expected: Expected
+    description: str = ""
+    family: str = "any"  # any | ipv4 | ipv6
     sigpipe_default: bool = False  # SIGPIPE left at SIG_DFL
-    expected: Expected = field(kw_only=True)
+    sysctls: tuple[tuple[str, str], ...] = ()  # set in the reproduction's namespace
+    server_steps: tuple[ServerStep, ...] = ()
+    client_steps: tuple[ClientStep, ...] = ()
     # The kernel eras that change what happens or what can be seen (keys of tracer/kernel/eras.py's
     # ERAS, each stated there with the oldest kernel that has it and where that was read).
-    eras: tuple[str, ...] = field(default=(), kw_only=True)
+    eras: tuple[str, ...] = ()
+    source_text: str | None = None  # a user's file: its text (kept in recordings, for replay)
+    source_path: str = ""
 
     @property
-    def wait_for(self) -> str:
-        """The client state that shows the peer's close arrived (the writes start then)."""
-        return self.expected.peer_state
+    def early_steps(self) -> tuple[ClientStep, ...]:
+        """The client's steps before the server's (after accept)."""
+        return tuple(s for s in self.client_steps if s.when == "connected")
+
+    @property
+    def late_steps(self) -> tuple[ClientStep, ...]:
+        """The client's steps once the peer's FIN or RST arrived."""
+        return tuple(s for s in self.client_steps if s.when != "connected")
+
+    @property
+    def nosignal(self) -> bool:
+        return any("MSG_NOSIGNAL" in s.flags for s in self.client_steps if s.do == "write")
+
+    @property
+    def wait_for(self) -> tuple[str, ...]:
+        """The client states that show the peer's close arrived (the late steps start then)."""
+        return (self.expected.peer_state,) if self.expected.peer_state else ("CLOSE_WAIT", "CLOSE")
+
+    @property
+    def write_count(self) -> int:
+        return sum(1 for s in self.late_steps if s.do == "write")
 
 
 W_OK = None
@@ -91,58 +182,36 @@ RESET_ERAS = ("tcp_done_with_error", "tcp_reset_skb", "sock_send_length")
 CLOSED_SERVER_ERAS = ("send_reset_every_rst", *RESET_ERAS)
 
 
-_ALL = (
-    Scenario("close", "the article: the server closes, the client writes", "close", expected=Expected(
-        writes=(W_OK, "EPIPE", "EPIPE"), rst_from=RST_FROM_CLOSED,
-        why=(CLOSE_WAIT_SENDS, TW_RST, ORPHAN_RST, RESET_CLOSE_WAIT, EPIPE_VIA_SK_ERR + " (write 2)",
-             EPIPE_VIA_STATE + " (write 3)", SIGPIPE_IGNORED)), eras=CLOSED_SERVER_ERAS),
-    Scenario("shutdown-wr", "the server only half-closes: shutdown(SHUT_WR)", "shutdown-wr", expected=Expected(
-        writes=(W_OK, W_OK, W_OK), sigpipe="none",
-        why=(CLOSE_WAIT_SENDS,
-             "the server's socket stays open for reading in FIN_WAIT2 and queues the data (tcp_rcv_state_process, "
-             "net/ipv4/tcp_input.c): no RST, every write succeeds")), eras=("sock_send_length",)),
-    Scenario("shutdown-rdwr", "the server shuts both ways without closing: shutdown(SHUT_RDWR)", "shutdown-rdwr", expected=Expected(
-        writes=(W_OK, "EPIPE", "EPIPE"), rst_from=("full socket",),
-        why=(CLOSE_WAIT_SENDS,
-             "data for a FIN_WAIT1/2 socket with RCV_SHUTDOWN: tcp_rcv_state_process calls tcp_reset on the server's "
-             "own socket and tcp_v4_do_rcv answers with an RST (net/ipv4/tcp_input.c, tcp_ipv4.c)",
-             RESET_CLOSE_WAIT, EPIPE_VIA_SK_ERR + " (write 2)", EPIPE_VIA_STATE + " (write 3)", SIGPIPE_IGNORED)),
-        eras=RESET_ERAS),
-    Scenario("linger0", "abortive close: SO_LINGER with a zero timeout", "linger0", expected=Expected(
-        writes=("ECONNRESET", "EPIPE", "EPIPE"), peer_state="CLOSE", rst_from=("active reset",),
-        why=("tcp_close with SO_LINGER 0: tcp_disconnect → tcp_send_active_reset, no FIN (net/ipv4/tcp.c)",
-             RESET_ESTABLISHED,
-             "write 1: sk_stream_wait_connect → sock_error() takes ECONNRESET; sk_stream_error raises no SIGPIPE "
-             "for it (net/core/stream.c)",
-             EPIPE_VIA_STATE + " (writes 2, 3)", SIGPIPE_IGNORED)), eras=RESET_ERAS),
-    Scenario("unread-data", "the server closes with unread data in its receive queue", "close", unread=True, expected=Expected(
-        writes=("ECONNRESET", "EPIPE", "EPIPE"), peer_state="CLOSE", rst_from=("active reset",),
-        why=("tcp_close with data unread: tcp_send_active_reset instead of a FIN, RFC 2525 2.17 (net/ipv4/tcp.c)",
-             RESET_ESTABLISHED,
-             "write 1: sk_stream_wait_connect → sock_error() takes ECONNRESET (net/core/stream.c)",
-             EPIPE_VIA_STATE + " (writes 2, 3)", SIGPIPE_IGNORED)), eras=RESET_ERAS),
-    Scenario("read-first", "the client reads after the FIN (end of file), then writes", "close", read_first=True, expected=Expected(
-        writes=(W_OK, "EPIPE", "EPIPE"), read="0", rst_from=RST_FROM_CLOSED,
-        why=("read: tcp_recvmsg returns 0 once the FIN set SOCK_DONE and RCV_SHUTDOWN (tcp_recvmsg_locked, "
-             "net/ipv4/tcp.c; tcp_fin, net/ipv4/tcp_input.c)",
-             CLOSE_WAIT_SENDS, TW_RST, ORPHAN_RST, RESET_CLOSE_WAIT, EPIPE_VIA_SK_ERR + " (write 2)", SIGPIPE_IGNORED)),
-        eras=(*CLOSED_SERVER_ERAS, "tcp_recvmsg_nonblock")),
-    Scenario("nosignal", "send(MSG_NOSIGNAL) instead of ignoring SIGPIPE", "close", nosignal=True,
-                  sigpipe_default=True, expected=Expected(
-        writes=(W_OK, "EPIPE", "EPIPE"), rst_from=RST_FROM_CLOSED, sigpipe="none",
-        why=(CLOSE_WAIT_SENDS, TW_RST, ORPHAN_RST, RESET_CLOSE_WAIT, EPIPE_VIA_SK_ERR + " (write 2)",
-             "sk_stream_error: MSG_NOSIGNAL → no SIGPIPE, the writer lives with SIG_DFL (net/core/stream.c)")),
-        eras=CLOSED_SERVER_ERAS),
-    Scenario("sigpipe-default", "SIGPIPE not ignored: the default action kills the writer", "close",
-                  sigpipe_default=True, expected=Expected(
-        writes=(W_OK, "SIGPIPE"), rst_from=RST_FROM_CLOSED, sigpipe="kills",
-        why=(CLOSE_WAIT_SENDS, TW_RST, ORPHAN_RST, RESET_CLOSE_WAIT,
-             "write 2: -EPIPE → sk_stream_error sends SIGPIPE (net/core/stream.c), whose default action "
-             "terminates the process before write(2) returns")), eras=CLOSED_SERVER_ERAS),
-)
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in _ALL}
+BUILTIN_ORDER = ("close", "shutdown-wr", "shutdown-rdwr", "linger0", "unread-data", "read-first", "nosignal",
+                 "sigpipe-default")
+
+
+def _builtins() -> dict[str, Scenario]:
+    from tracer.process import scenario_file
+    from tracer.scenarios import builtin_path
+
+    out = {}
+    for name in BUILTIN_ORDER:
+        path = builtin_path(name)
+        sc = scenario_file.parse(path.read_text(encoding="utf-8"), f"{name}.toml", default_name=name, builtin=True)
+        out[name] = sc
+    return out
+
+
+SCENARIOS: dict[str, Scenario] = _builtins()
 ORDER = tuple(SCENARIOS)
+# The user's files loaded in this process (--scenario PATH, or a recording of one), by name.
+_USER: dict[str, Scenario] = {}
+
+
+def register(sc: Scenario) -> None:
+    """A user's scenario, known by its name for the rest of this process (verdicts, displays)."""
+    _USER[sc.name] = sc
+
+
+def known(name: str) -> bool:
+    return name in _USER or name in SCENARIOS
 
 
 def get(name: str) -> Scenario:
-    return SCENARIOS[name]
+    return _USER[name] if name in _USER else SCENARIOS[name]
