@@ -247,6 +247,9 @@ def main(argv: list[str]) -> int:
     pid = os.fork()
     if pid == 0:
         ours.close()
+        # The listener is the server's: a copy left open here would outlive the server's close
+        # and answer the client's segments after it (an RST from a LISTEN socket).
+        server.listener.close()
         client_main(theirs, sc, server.family, server.addr, port, me)
     theirs.close()
     ctl = ours.makefile("rw")

@@ -183,7 +183,7 @@ CLOSED_SERVER_ERAS = ("send_reset_every_rst", *RESET_ERAS)
 
 
 BUILTIN_ORDER = ("close", "shutdown-wr", "shutdown-rdwr", "linger0", "unread-data", "read-first", "nosignal",
-                 "sigpipe-default")
+                 "sigpipe-default", "no-timewait", "orphan-finwait2", "so-error", "poll")
 
 
 def _builtins() -> dict[str, Scenario]:
