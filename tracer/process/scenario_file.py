@@ -33,8 +33,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracer.process.scenarios import (ClientStep, Expected, Scenario, ServerStep, SIGPIPE_EXPECTATIONS, RST_SENDERS,
-                                      POLL_BITS, SEND_FLAGS)
+from tracer.process.scenario_model import (POLL_BITS, RST_SENDERS, SEND_FLAGS, SIGPIPE_EXPECTATIONS, ClientStep,
+                                           Expected, Scenario, ServerStep)
 
 
 class ScenarioFileError(ValueError):
