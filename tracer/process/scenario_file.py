@@ -101,6 +101,10 @@ class _Ctx:
         return start + 1
 
     def error(self, table: str | None, index: int | None, key: str | None, what: str, shown: str | None = None):
+        if shown is None and key is not None and index is not None:
+            shown = f"{table}[{index + 1}].{key}"  # a step's key: server[2].how
+        elif shown is None and key is not None and table == "expect":
+            shown = f"expect.{key}"
         raise ScenarioFileError(self.path, self.line_of(table, index, key), shown or key or table or "file", what)
 
 
