@@ -18,7 +18,7 @@ from tracer.record.recording import Recording, UserMark, WriteResult
 from tracer.process import decide, describe
 from tracer.process.findings import findings
 from tracer.process.timeline import (Branch, Call, Decision, Hook, IoNote, KernelNote, MarkNote, PathStep,
-                                     Placement, Subject, Timeline)
+                                     Placement, QueryNote, Subject, Timeline)
 
 FUNC_PATH = {
     Kind.SENDMSG_ENTER,
@@ -269,9 +269,38 @@ def timeline_of(rec: Recording, subject: Subject, calls: Sequence[Call], events:
     read_notes = [_read_note(st, t0, c, by_read.get(c.index, [])) for c in reads]
     notes = _kernel_notes(events, writes, by_write, st, sides, t0, rec.teardown_ns)
     mark_notes = [MarkNote(m.t_ns - t0, m.what) for m in marks]
-    items = sorted([*write_notes, *read_notes, *notes, *mark_notes], key=lambda x: x.t_ns)
+    query_notes = _query_notes(rec, t0, notes, write_notes)
+    items = sorted([*write_notes, *read_notes, *query_notes, *notes, *mark_notes], key=lambda x: x.t_ns)
     found = findings(read_notes + write_notes, notes, rec.lost_events) if calls else []
-    return Timeline(rec, t0, items, write_notes, found, read_notes)
+    return Timeline(rec, t0, items, write_notes, found, read_notes, query_notes)
+
+
+STORES_SK_ERR = (Kind.ERROR_REPORT, Kind.DONE_WITH_ERROR, Kind.TCP_RESET, Kind.RESET_TP)
+
+
+def _query_notes(rec: Recording, t0: int, notes: list[KernelNote], write_notes: list[IoNote]) -> list[QueryNote]:
+    """The client's SO_ERROR and poll steps, each with the facts its kernel path is decided on:
+    the client's state and what the traced events say about sk_err and sk_shutdown before it."""
+    out = []
+    client = [n for n in notes if n.side == "client" and not n.teardown]
+    for q in getattr(rec, "queries", []):
+        t = q.t_start_ns - t0
+        before = [n for n in client if n.t_ns <= t]
+        state = next((n.values.get("state") for n in reversed(before) if n.event.kind == Kind.SET_STATE), None)
+        fin = next((n for n in before if n.event.kind == Kind.TCP_FIN
+                    or (n.event.kind == Kind.SET_STATE and n.values.get("state") == "CLOSE_WAIT")), None)
+        reset = next((n for n in reversed(before) if n.event.kind in STORES_SK_ERR), None)
+        facts: dict = {"state": state, "fin_at": fin.t_ns if fin else None, "fin_func": fin.func if fin else None,
+                       "reset_at": reset.t_ns if reset else None, "reset_func": reset.func if reset else None}
+        if q.what == "SO_ERROR":
+            after = next((w for w in write_notes if w.t_ns > t and w.sk_err is not None), None)
+            facts.update(branch="so_error_taken" if q.value != "0" else "so_error_none",
+                         next_call=after.index if after else None,
+                         next_sk_err=after.sk_err if after else None)
+        else:
+            facts.update(branch="poll", bits=q.value.split("|") if q.value != "none" else [])
+        out.append(QueryNote(t, q.what, q.index, q.value, facts))
+    return out
 
 
 def repro_call(w: WriteResult, op: str) -> Call:

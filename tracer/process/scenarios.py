@@ -38,7 +38,8 @@ from tracer.process.scenario_model import (PAYLOADS, POLL_BITS, RST_SENDERS, SEN
                                            SIGPIPE_EXPECTATIONS, ClientStep, Expected, Scenario, ServerStep)
 
 BUILTIN_ORDER = ("close", "shutdown-wr", "shutdown-rdwr", "linger0", "unread-data", "read-first", "nosignal",
-                 "sigpipe-default", "no-timewait", "orphan-finwait2", "so-error", "poll")
+                 "sigpipe-default", "no-timewait", "orphan-finwait2", "so-error", "poll",
+                 "read-after-rst", "reset-read")
 
 
 def _builtins() -> dict[str, Scenario]:
