@@ -1,5 +1,6 @@
 """A user's scenario file, written here and run live on this machine's kernel (as the
-README's guide does it), and the new built-ins over IPv4 and IPv6.
+README's guide does it). The built-ins from files, over IPv4 and IPv6, are in
+test_native_tracepoints.py's `--scenario all` runs.
 
 Predictions from the kernel source (docs/kernel-source.md; the files' citations):
 a server that reads the client's bytes before close() sends a FIN, not the RST of
@@ -69,20 +70,3 @@ def test_a_users_file_runs_live_and_matches(users_file):
     assert "the server read 6 bytes (recv of 6, MSG_WAITALL)" in marks
     states = [o for o in objs if o["type"] == "kernel" and o["event"] == "SET_STATE" and o.get("side") == "client"]
     assert any("CLOSE_WAIT" in json.dumps(o) for o in states)
-
-
-@pytest.mark.parametrize("family", [[], ["--ipv6"]], ids=["ipv4", "ipv6"])
-def test_new_builtins_match_their_source_prediction(family):
-    require(os.geteuid() == 0, "live BPF tests need root")
-    verdicts = {}
-    for name in ("no-timewait", "orphan-finwait2", "so-error", "poll"):
-        p = tool("--scenario", name, "--check", "--json", *family)
-        objs = objs_of(p)
-        v = next(o for o in objs if o["type"] == "scenario")
-        assert p.returncode == 0 and v["ok"], (name, v["rows"])
-        verdicts[name] = {r["what"]: r["observed"] for r in v["rows"]}
-        meta = next(o for o in objs if o["type"] == "meta")
-        assert meta["family"] == ("ipv6" if family else "ipv4")
-    assert verdicts["orphan-finwait2"]["RST sent by"] == "full socket"
-    assert verdicts["poll"]["poll 1"] == "POLLIN|POLLOUT|POLLRDHUP"
-    assert verdicts["poll"]["poll 2"] == "POLLIN|POLLOUT|POLLERR|POLLHUP|POLLRDHUP"
