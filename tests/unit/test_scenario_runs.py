@@ -60,3 +60,21 @@ def test_a_users_recording_is_judged_from_the_file_it_kept():
     r = CliRunner().invoke(main, ["replay", str(USER), "--check", "--json"])
     assert r.exit_code == 0, r.output
     assert '"type": "scenario", "name": "mine"' in r.output and '"verdict": "match"' in r.output
+
+
+def test_every_branch_is_worded_in_every_form():
+    """words.py words each Branch for the timeline (READ_WORDS or the write tables) and for one line (reason)."""
+    from tracer.display import words
+
+    for b in (Branch.EOF, Branch.EOF_ERR_LEFT, Branch.READ_SK_ERR, Branch.READ_ERROR, Branch.READ_DATA):
+        assert b in words.READ_WORDS and b in words.REASON_WORDS, b
+
+
+def test_evidence_files_hold_the_queries(tmp_path):
+    r = CliRunner().invoke(main, ["replay", str(FILES), "--packetdrill", str(tmp_path / "x.pkt"),
+                                  "--pcap", str(tmp_path / "x.pcap"), "--ladder"])
+    assert r.exit_code == 0, r.output
+    so_error = (tmp_path / "x-so-error.pkt").read_text()
+    assert "getsockopt(3, SOL_SOCKET, SO_ERROR, [EPIPE], [4]) = 0" in so_error
+    poll = (tmp_path / "x-poll.pkt").read_text()
+    assert "poll([{fd=3, events=POLLIN|POLLOUT|POLLRDHUP, revents=POLLIN|POLLOUT|POLLRDHUP}], 1, 0) = 1" in poll

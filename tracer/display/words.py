@@ -255,6 +255,8 @@ REASON_WORDS = {
     Branch.NO_WAIT: "{state}, no sk_stream_wait_connect → {result}",
     Branch.UNDECIDED: "the values single out no branch",
     Branch.EOF: "receive side shut by the FIN, nothing queued → end of file",
+    Branch.EOF_ERR_LEFT: "SOCK_DONE (the FIN) checked before sk_err → end of file, sk_err {sk_err} left",
+    Branch.READ_SK_ERR: "no FIN, sk_err {sk_err} → sock_error() → {ret}",
     Branch.READ_ERROR: "{func} returned {ret}",
     Branch.READ_DATA: "{bytes} bytes were queued",
 }
