@@ -78,3 +78,27 @@ def test_evidence_files_hold_the_queries(tmp_path):
     assert "getsockopt(3, SOL_SOCKET, SO_ERROR, [EPIPE], [4]) = 0" in so_error
     poll = (tmp_path / "x-poll.pkt").read_text()
     assert "poll([{fd=3, events=POLLIN|POLLOUT|POLLRDHUP, revents=POLLIN|POLLOUT|POLLRDHUP}], 1, 0) = 1" in poll
+
+
+KPROBE_612 = DATA / "debian-6.12.117-kprobe-files.jsonl"  # the VM boot's `--scenario all --check --record`
+
+
+def test_kprobes_see_the_new_paths_on_6_12():
+    from tracer.process.verdicts import observed_rst_sender
+
+    tls = {r.scenario: annotate(r) for r in Recording.load_all(KPROBE_612)}
+    assert list(tls) == list(scenarios.ORDER)
+    for name, tl in tls.items():
+        assert check(tl).status == "match", (name, check(tl).rows)
+    # tcp_v4_send_reset(NULL, skb): no timewait socket was left (tcp_max_tw_buckets 0).
+    assert observed_rst_sender(tls["no-timewait"]) == "no socket"
+    assert observed_rst_sender(tls["orphan-finwait2"]) == "full socket"
+    # SO_ERROR took sk_err: write 2's sk_stream_wait_connect saw 0 and returned -EPIPE from the state.
+    w2 = next(w for w in tls["so-error"].writes if w.index == 2)
+    wc = next(s for s in w2.path if s.func == "sk_stream_wait_connect")
+    assert (wc.values.get("sk_err"), w2.decision.branch) == (0, Branch.WAIT_STATE), w2.path
+    # Reads seen in tcp_recvmsg itself, not inferred.
+    reset = tls["reset-read"].reads[0]
+    assert (reset.decision.branch, reset.inferred) == (Branch.READ_SK_ERR, False)
+    eof = tls["read-after-rst"].reads[0]
+    assert (eof.decision.branch, eof.inferred) == (Branch.EOF_ERR_LEFT, False)
