@@ -477,15 +477,17 @@ def query_decision(q) -> str:
     if f["branch"] == "so_error_taken":
         stored = (f"stored by {f['reset_func']} at {_at(f['reset_at'])}" if f.get("reset_func")
                   else "stored before it (no traced event shows by whom)")
-        text = (f"sock_getsockopt → sk_getsockopt → sock_error(): sk_err {q.value}, {stored}, returned and "
-                f"cleared with xchg{state}")
+        seen = (f"sk_getsockopt entry: sk_err {err_name(f['sk_err_at_entry'])}{state}; " if f.get("at") else "")
+        text = (f"{seen}sock_getsockopt → sk_getsockopt → sock_error(): sk_err {q.value}, {stored}, returned and "
+                f"cleared with xchg{'' if seen else state}")
         if f.get("next_call") is not None:
             text += (f"; write {f['next_call']}'s entry then shows sk_err "
                      f"{'0: cleared, as the source says' if f['next_sk_err'] == 0 else f['next_sk_err']}")
         return f"decided {tag}{text}"
     if f["branch"] == "so_error_none":
-        return (f"decided {tag}sock_getsockopt → sk_getsockopt → sock_error(): sk_err 0, then sk_err_soft 0 → "
-                f"0{state}")
+        seen = (f"sk_getsockopt entry: sk_err {err_name(f['sk_err_at_entry'])}{state}; " if f.get("at") else "")
+        return (f"decided {tag}{seen}sock_getsockopt → sk_getsockopt → sock_error(): sk_err 0, then sk_err_soft 0 → "
+                f"0{'' if seen else state}")
     bits = f.get("bits") or []
     why = "; ".join(f"{b}: {POLL_WHY.get(b, '?')}" for b in bits) or "no bit set"
     return f"decided {tag}tcp_poll{state}: {why} (POLLERR and POLLHUP are reported unasked: do_pollfd)"
