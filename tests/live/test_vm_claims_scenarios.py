@@ -127,3 +127,12 @@ def test_new_builtins_show_their_paths_with_kprobes(vm_run):
     w = next(o for o in objs if o["type"] == "write" and o["scenario"] == "so-error" and o["index"] == 2)
     wc = next(s for s in w["path"] if s["func"] == "sk_stream_wait_connect")
     assert w["errno"] == "EPIPE" and wc["sk_err"] == 0 and wc["ret"] == -32, w["path"]
+
+
+def test_so_error_is_seen_at_sk_getsockopt_with_kprobes(vm_run):
+    objs = lines(vm_run["all_json"])
+    q = [o for o in objs if o["type"] == "query" and o["scenario"] == "so-error"]
+    assert [(o["index"], o["value"]) for o in q] == [(1, "EPIPE"), (2, "0")], q
+    # sk_getsockopt's entry had sk_err EPIPE (what SO_ERROR returned), then 0 at the second ask.
+    assert [(o["inferred"], o["facts"].get("sk_err_at_entry")) for o in q] == [(False, 32), (False, 0)], q
+    assert "sk_getsockopt" in json.dumps(next(o for o in objs if o["type"] == "meta")["probes"])
