@@ -19,7 +19,8 @@ from tracer.cli.evidence import check_evidence, evidence_options, write_evidence
 @click.option("--ipv6", is_flag=True, help="The same over IPv6 (::1).")
 @click.option("--writes", type=click.IntRange(1, 10), default=None,
               help="How many write(2) calls the client makes once the peer closed "
-                   "(default 2 as the article; with --scenario all, or a file, the scenario's own writes).")
+                   "(default 2 as the article; with --scenario all, a newer built-in or a file, the "
+                   "scenario's own writes).")
 @click.option("--delay", type=Seconds(0, 60), default=0.0, show_default=True,
               help="Extra seconds between CLOSE_WAIT and write 1 (the article sleeps 5).")
 @click.option("--gap", type=Seconds(0.0, 10), default=0.1, show_default=True,
@@ -76,9 +77,15 @@ def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, chec
     from tracer.collect.runner import collected
     from tracer.collect.timings import Timings
 
-    # A built-in alone writes twice, as the article; in `all`, and from a file, as the scenario says.
-    runs = [ReproOptions(scenario=n, ipv6=ipv6, writes=writes or (2 if scenario != "all" and not f else None),
-                         delay=delay, gap=gap, port=port, file=f) for n, f in chosen]
+    # The article's built-ins alone write twice, as the article; in `all`, the others, and a file
+    # write as the scenario says.
+    from tracer.process.scenarios import TWO_WRITES_ALONE
+
+    def count(name: str, file: str | None) -> int | None:
+        return writes or (2 if scenario != "all" and not file and name in TWO_WRITES_ALONE else None)
+
+    runs = [ReproOptions(scenario=n, ipv6=ipv6, writes=count(n, f), delay=delay, gap=gap, port=port, file=f)
+            for n, f in chosen]
     clock = Timings()
     # The probes stay attached until the results are out: detaching is the slowest step.
     with ExitStack() as attached:

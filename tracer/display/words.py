@@ -486,8 +486,8 @@ def query_decision(q) -> str:
         return f"decided {tag}{text}"
     if f["branch"] == "so_error_none":
         seen = (f"sk_getsockopt entry: sk_err {err_name(f['sk_err_at_entry'])}{state}; " if f.get("at") else "")
-        return (f"decided {tag}{seen}sock_getsockopt → sk_getsockopt → sock_error(): sk_err 0, then sk_err_soft 0 → "
-                f"0{'' if seen else state}")
+        return (f"decided {tag}{seen}sock_getsockopt → sk_getsockopt → sock_error(): sk_err 0, then "
+                f"sk_err_soft 0 → 0{'' if seen else state}")
     bits = f.get("bits") or []
     why = "; ".join(f"{b}: {POLL_WHY.get(b, '?')}" for b in bits) or "no bit set"
     return f"decided {tag}tcp_poll{state}: {why} (POLLERR and POLLHUP are reported unasked: do_pollfd)"

@@ -448,6 +448,7 @@ def _scenario(ctx, name, title, description, family, sigpipe, eras, sysctls, pee
         writes.pop()
     expected = Expected(writes=tuple(writes), reads=tuple(reads), queries=tuple(queries),
                         peer_state=peer_state, rst_from=rst_from, sigpipe=sig, why=tuple(why))
-    return Scenario(name=name, title=title, description=description, family=family, sigpipe_default=sigpipe == "default",
+    return Scenario(name=name, title=title, description=description, family=family,
+                    sigpipe_default=sigpipe == "default",
                     sysctls=sysctls, server_steps=server, client_steps=client, expected=expected, eras=eras,
                     source_text=text, source_path=ctx.path)

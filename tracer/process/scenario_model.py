@@ -23,7 +23,7 @@ class Expected:
     reads: tuple[str | None, ...] = ()  # "0" for end of file, a byte count, an errno name; None: not judged
     queries: tuple[tuple[str, object], ...] = ()  # (label, expected): "SO_ERROR" -> errno name or "0"; "poll" -> bits
     peer_state: str | None = None  # the client's state once the peer's close arrived (None: CLOSE_WAIT or CLOSE)
-    # Who may send the RST ("timewait", "full socket", "active reset", "no socket"); any one of them matches. () = no RST.
+    # Who may send the RST ("timewait", "full socket", "active reset", "no socket"); any one matches. () = no RST.
     rst_from: tuple[str, ...] = ()
     sigpipe: str = "ignored"  # "ignored", "none", "kills" (SIG_DFL: the writer dies)
     why: tuple[str, ...] = ()  # the source facts, one per line, with function and file
