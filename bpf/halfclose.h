@@ -37,6 +37,7 @@ enum hc_kind {
 	HC_SIGNAL = 25,              /* signal:signal_generate for the client; value = signal, fd = result */
 	HC_READ_ENTER = 26,          /* syscalls:sys_enter_read; fd, socket fields via the fd */
 	HC_READ_EXIT = 27,           /* syscalls:sys_exit_read; fd, value = ret */
+	HC_GETSOCKOPT_ENTER = 28,    /* sk_getsockopt(SO_ERROR) entry: sk_err there is what it returns; value = optname */
 	/* 30..39: watch mode (trace-halfclose watch, bpf/watch/). old_state of
 	 * WATCH_CALL_* is the call: HC_CALL_*. */
 	HC_WATCH_CALL_ENTER = 30,    /* watch_call entry: a write-like call on a watched socket; fd, value = bytes asked (-1 unknown) */

@@ -125,6 +125,9 @@ KFUNC_PROBE(tcp_send_active_reset)
 }
 #endif
 
+/* sk_getsockopt is not traced with fentry: its sockptr_t arguments are structs passed by value,
+ * which Debian 6.1's trampoline refuses (attaching fails with ENOTSUPP, 524; seen in the VM). */
+
 #ifdef HAVE_tcp_recvmsg
 /* int tcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, ...): 6 arguments
  * until 5.18 (nonblock), 5 from 5.19, 4 on 6.18: the return value's slot from BTF. */

@@ -99,6 +99,17 @@ int active_reset_enter(struct pt_regs *ctx)
 }
 #endif
 
+#ifdef HAVE_sk_getsockopt
+/* int sk_getsockopt(struct sock *sk, int level, int optname, sockptr_t optval, sockptr_t optlen)
+ * (net/core/sock.c): SO_ERROR returns -sock_error(sk), the sk_err seen here, and clears it. */
+int getsockopt_enter(struct pt_regs *ctx)
+{
+	if ((int)HC_KARG(sk_getsockopt, optname) != 4 /* SO_ERROR */)
+		return 0;
+	return hc_enter(HC_GETSOCKOPT_ENTER, (void *)HC_KARG(sk_getsockopt, sk), 4, 0);
+}
+#endif
+
 #ifdef HAVE_tcp_recvmsg
 /* int tcp_recvmsg(struct sock *sk, struct msghdr *msg, size_t len, ...) */
 int recvmsg_enter(struct pt_regs *ctx)

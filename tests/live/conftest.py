@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
-from tests.live.scenarios import SCENARIOS
+from tests.live.scenarios import SCENARIOS, USER_SCENARIO
 from tracer.collect import vm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +52,7 @@ def vm_run(request):
         require(False, f"virtme-ng missing: {exc}")
 
     out = Path(tempfile.mkdtemp(prefix="thc-vm-"))
+    (out / "mine.toml").write_text(USER_SCENARIO)
     spec = {name: _filled(what, str(out)) for name, what in SCENARIOS.items()}
     (out / "spec.json").write_text(json.dumps(spec))
     use_kvm, _ = vm.use_kvm(None)

@@ -13,6 +13,32 @@ def noisy(record: str) -> dict:
 
 CLIENTS = "tests/live/watch_clients.sh"
 
+# "What if the server reads first?": the client sends 6 bytes, the server reads them and closes,
+# so its close sends a FIN, not the RST of unread-data (tcp_close, net/ipv4/tcp.c).
+USER_SCENARIO = """
+title = "the server reads the client's bytes, then closes"
+[[server]]
+do = "accept"
+[[server]]
+do = "read"
+bytes = 6
+[[server]]
+do = "close"
+[[client]]
+do = "write"
+bytes = 6
+when = "connected"
+[[client]]
+do = "write"
+expect = "success"
+why = ["tcp_sendmsg_locked sends in CLOSE_WAIT (net/ipv4/tcp.c)"]
+rst = ["timewait", "full socket"]
+[[client]]
+do = "write"
+expect = "EPIPE"
+why = ["sk_stream_wait_connect: sock_error() takes sk_err (net/core/stream.c)"]
+"""
+
 SCENARIOS = {
     # The article's case with a third write, for machines and recorded for replay.
     "writes3_json": {"args": ["--writes", "3", "--json", "--record", "{out}/writes3.rec.jsonl"],
@@ -27,7 +53,9 @@ SCENARIOS = {
                         "noise": noisy("{out}/tracepoint.rec.jsonl")},
     "doctor_json": {"args": ["doctor", "--json"]},
     # Every scenario under one loaded program, judged against the source (--check), and over IPv6.
-    "all_json": {"args": ["--scenario", "all", "--check", "--json"]},
+    "all_json": {"args": ["--scenario", "all", "--check", "--json", "--record", "{out}/all.rec.jsonl"]},
+    # A scenario file of the user's (USER_SCENARIO, written to {out}/mine.toml before the boot).
+    "user_file_json": {"args": ["--scenario", "{out}/mine.toml", "--check", "--json"]},
     "all_ipv6_json": {"args": ["--scenario", "all", "--ipv6", "--check", "--json"]},
     # Every scenario with fentry (each argument at the slot the kernel's BTF gives) and with
     # tracepoints (what this kernel's tracepoints can see: tests/live/test_vm_eras.py).

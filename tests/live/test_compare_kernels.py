@@ -16,6 +16,7 @@ from pathlib import Path
 from tests.conftest import require
 from tests.live.conftest import KERNELS
 from tracer.collect import vm
+from tracer.process.scenarios import ORDER
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +37,7 @@ def test_debian_kernels_side_by_side():
     meta, summary = objs[0], objs[-1]
     assert [r["kernel"] for r in meta["runs"]] == [vm.release_of(k) for k in kernels]
     assert {r["backend"] for r in meta["runs"]} == {"kprobe"}
-    assert len(meta["runs"][0]["scenarios"]) == 8 == len(meta["runs"][1]["scenarios"])
+    assert len(meta["runs"][0]["scenarios"]) == len(ORDER) == len(meta["runs"][1]["scenarios"])
     rows = [o for o in objs if o["type"] == "row"]
     visible = [o for o in rows if o["user_visible"] and not o["same"]]
     assert visible == [], visible

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
+from tracer.process.scenarios import ORDER
 
 ROOT = Path(__file__).resolve().parents[2]
 EPIPE = 32
@@ -148,7 +149,19 @@ def test_every_scenario_matches_natively(family):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr
     objs = [json.loads(x) for x in p.stdout.splitlines()]
     verdicts = [o for o in objs if o["type"] == "scenario"]
-    assert len(verdicts) == 8 and all(v["ok"] for v in verdicts)
+    assert [v["name"] for v in verdicts] == list(ORDER) and all(v["ok"] for v in verdicts), verdicts
+    # The built-ins from scenario files (tracer/scenarios/*.toml), as their sources predict.
+    rows = {v["name"]: {r["what"]: r["observed"] for r in v["rows"]} for v in verdicts}
+    assert rows["no-timewait"]["RST sent by"] in ("no socket", "full socket")
+    assert rows["orphan-finwait2"]["RST sent by"] == "full socket"
+    assert (rows["so-error"]["SO_ERROR 1"], rows["so-error"]["SO_ERROR 2"]) == ("EPIPE", "0")
+    assert rows["poll"]["poll 1"] == "POLLIN|POLLOUT|POLLRDHUP"
+    assert rows["poll"]["poll 2"] == "POLLIN|POLLOUT|POLLERR|POLLHUP|POLLRDHUP"
+    assert rows["read-after-rst"]["read"] == "0" and rows["read-after-rst"]["write 2"] == "EPIPE"
+    assert rows["reset-read"]["read"] == "ECONNRESET" and rows["reset-read"]["write 1"] == "EPIPE"
+    reads = {o["scenario"]: o for o in objs if o["type"] == "read"}
+    assert reads["reset-read"]["sk_err_name"] == "ECONNRESET" and "sock_error()" in reads["reset-read"]["decision"]
+    assert "SOCK_DONE" in reads["read-after-rst"]["decision"]
 
 
 def test_claims_natively(native):

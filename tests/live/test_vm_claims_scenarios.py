@@ -102,3 +102,37 @@ def test_scenario_paths_seen_with_kprobes(vm_run):
     assert writes[("sigpipe-default", 2)]["killed_by"] == "SIGPIPE"
     sig = [o for o in objs if o["type"] == "kernel" and o["scenario"] == "sigpipe-default" and o["event"] == "SIGNAL"]
     assert sig and sig[0]["signal"] == "SIGPIPE" and sig[0]["result"] == "delivered"
+
+
+def test_a_users_scenario_file_runs_with_kprobes(vm_run):
+    objs = lines(vm_run["user_file_json"])  # rc 0 under --check: it matched
+    v = next(o for o in objs if o["type"] == "scenario")
+    assert v["name"] == "mine" and v["verdict"] == "match", v
+    writes = [(o["index"], o["ret"], o["errno"]) for o in objs if o["type"] == "write"]
+    assert writes[0] == (0, 6, None) and writes[1:] == [(1, 6, None), (2, -1, "EPIPE")], writes
+    # The server read the bytes: its close sent a FIN (the client reached CLOSE_WAIT), no active reset.
+    sender = [r for r in v["rows"] if r["what"] == "RST sent by"][0]
+    assert sender["observed"] in ("timewait", "full socket"), sender
+
+
+def test_new_builtins_show_their_paths_with_kprobes(vm_run):
+    objs = lines(vm_run["all_json"])
+    rows = {o["name"]: {r["what"]: r for r in o["rows"]} for o in objs if o["type"] == "scenario"}
+    # tcp_max_tw_buckets 0: tcp_v4_send_reset with no socket (or the raced full socket).
+    assert rows["no-timewait"]["RST sent by"]["observed"] in ("no socket", "full socket")
+    assert rows["orphan-finwait2"]["RST sent by"]["observed"] == "full socket"
+    assert rows["so-error"]["SO_ERROR 1"]["observed"] == "EPIPE" and rows["so-error"]["SO_ERROR 2"]["observed"] == "0"
+    assert rows["poll"]["poll 2"]["observed"] == "POLLIN|POLLOUT|POLLERR|POLLHUP|POLLRDHUP"
+    # so-error: write 2 found sk_err 0 (SO_ERROR took it) and failed in sk_stream_wait_connect on the state.
+    w = next(o for o in objs if o["type"] == "write" and o["scenario"] == "so-error" and o["index"] == 2)
+    wc = next(s for s in w["path"] if s["func"] == "sk_stream_wait_connect")
+    assert w["errno"] == "EPIPE" and wc["sk_err"] == 0 and wc["ret"] == -32, w["path"]
+
+
+def test_so_error_is_seen_at_sk_getsockopt_with_kprobes(vm_run):
+    objs = lines(vm_run["all_json"])
+    q = [o for o in objs if o["type"] == "query" and o["scenario"] == "so-error"]
+    assert [(o["index"], o["value"]) for o in q] == [(1, "EPIPE"), (2, "0")], q
+    # sk_getsockopt's entry had sk_err EPIPE (what SO_ERROR returned), then 0 at the second ask.
+    assert [(o["inferred"], o["facts"].get("sk_err_at_entry")) for o in q] == [(False, 32), (False, 0)], q
+    assert "sk_getsockopt" in json.dumps(next(o for o in objs if o["type"] == "meta")["probes"])

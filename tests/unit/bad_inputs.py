@@ -43,6 +43,12 @@ BAD: list[tuple[str, list[str], str]] = [
     ("port-name", ["--port", "http"], "not a valid integer"),
     ("scenario-unknown", ["--scenario", "nope"], "unknown scenario 'nope': choose one of close"),
     ("scenario-empty", ["--scenario", ""], "unknown scenario '': choose one of"),
+    # -- scenario files: one line with the file, the line and the key
+    ("scenario-file-missing", ["--scenario", "{tmp}/missing.toml"], "missing.toml:0: file: no such file"),
+    ("scenario-file-sysctl-outside-net", ["--scenario", "{scenario_sysctl}"], ":3: kernel.panic: only net.* sysctls"),
+    ("scenario-file-unknown-step", ["--scenario", "{scenario_step}"], ":3: server[1].do: unknown step 'listen'"),
+    ("scenario-file-not-toml", ["--scenario", "{scenario_not_toml}"], ":1: TOML: not valid TOML"),
+    ("scenarios-show-bad-file", ["scenarios", "--show", "{scenario_step}"], "server[1].do: unknown step"),
     ("backend-unknown", ["--backend", "bpftrace"], "is not one of 'auto', 'kprobe', 'fentry', 'tracepoint'"),
     ("flag-with-value", ["--ipv6=yes"], "does not take a value"),
     ("unknown-option", ["--bogus"], "No such option"),
@@ -180,6 +186,9 @@ def files(tmp: Path) -> dict[str, str]:
         "watch_cut": "".join(watch.splitlines(keepends=True)[:10]),
         "watch_bad_header": _with_line(watch, 0, lambda d: {**d, "command_pid": "x"}),
         "not_executable": "#!/bin/sh\nexit 0\n",
+        "scenario_sysctl": 'title = "t"\n[sysctl]\nkernel.panic = 1\n',
+        "scenario_step": 'title = "t"\n[[server]]\ndo = "listen"\n',
+        "scenario_not_toml": "title = \n",
     }
     out = {"tmp": str(tmp), "nopid": str(int(Path("/proc/sys/kernel/pid_max").read_text()) + 1),
            "deadpid": str(_gone_pid())}

@@ -25,8 +25,12 @@ def recs(request) -> list[Recording]:
     return Recording.load_all(FILES[request.param])
 
 
+# These recordings were made before the scenario files: they hold the first 8 built-ins.
+ARTICLE_ORDER = ORDER[:8]
+
+
 def test_recordings_hold_every_scenario(recs):
-    assert [r.scenario for r in recs] == list(ORDER)
+    assert [r.scenario for r in recs] == list(ARTICLE_ORDER)
 
 
 def test_every_scenario_matches(recs):
@@ -123,11 +127,11 @@ FULL_SOCKET = DATA / "debian-6.1.0-56-kprobe-all-fin-timeout-120.jsonl"
 
 def test_a_full_socket_server_is_the_other_source_predicted_sender():
     recs = Recording.load_all(FULL_SOCKET)
-    assert [r.scenario for r in recs] == list(ORDER)
+    assert [r.scenario for r in recs] == list(ARTICLE_ORDER)
     for rec in recs:
         tl = annotate(rec)
         assert check(tl).status == "match", (rec.scenario, check(tl).rows)
-        if SCENARIOS[rec.scenario].server == "close" and not SCENARIOS[rec.scenario].unread:
+        if SCENARIOS[rec.scenario].expected.rst_from == ("timewait", "full socket"):
             row = next(r for r in check(tl).rows if r.what == "RST sent by")
             assert (row.expected, row.observed) == ("timewait or full socket", "full socket"), rec.scenario
             assert [w.errno for w in tl.writes][:2] == [None, "EPIPE"] or rec.scenario == "sigpipe-default"

@@ -228,3 +228,31 @@ def stdout_gone() -> None:
     sys.exit(141)  # 128 + SIGPIPE, as a shell reports a command killed by it
 
 
+
+
+def chosen_scenarios(scenario: str, ipv6: bool) -> list[tuple[str, str | None]]:
+    """--scenario NAME|PATH|all as (name, file) pairs, file None for a built-in. A path (an
+    existing file, or anything with a '/' or ending in .toml) is read and checked here, before
+    anything is loaded: a bad file is one line (file:line: key: ...) and exit status 2."""
+    from tracer.process import scenarios
+    from tracer.process.scenario_file import ScenarioFileError, load
+
+    if scenario == "all":
+        return [(n, None) for n in scenarios.ORDER]
+    if scenario in scenarios.SCENARIOS and not os.path.isfile(scenario):
+        return [(scenario, None)]
+    if not (os.path.isfile(scenario) or "/" in scenario or scenario.endswith(".toml")):
+        fail(UserError(f"unknown scenario {scenario!r}: choose one of {', '.join(scenarios.ORDER)}, all, "
+                       "or the path of a scenario file",
+                       "`trace-halfclose scenarios` says what each one does; "
+                       "`trace-halfclose scenarios --show NAME` prints one to copy"))
+    try:
+        sc = load(scenario)
+    except ScenarioFileError as exc:
+        fail(UserError(str(exc)))
+    if sc.family != "any" and (sc.family == "ipv6") != ipv6:
+        fail(UserError(f"{scenario}: family: the file says {sc.family}, the run is "
+                       f"{'ipv6 (--ipv6)' if ipv6 else 'ipv4'}",
+                       "drop or add --ipv6, or set family = \"any\" in the file"))
+    scenarios.register(sc)
+    return [(sc.name, scenario)]

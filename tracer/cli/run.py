@@ -6,19 +6,21 @@ import sys
 import click
 
 from tracer.errors import UserError
-from tracer.cli.common import (EPILOG, RecordFile, Seconds, abandon, check_outputs, fail, interrupted, ladder_options,
-                               show, stdout_gone)
+from tracer.cli.common import (EPILOG, RecordFile, Seconds, abandon, check_outputs, chosen_scenarios, fail, interrupted,
+                               ladder_options, show, stdout_gone)
 from tracer.cli.evidence import check_evidence, evidence_options, write_evidence
 
 
 @click.command(epilog=EPILOG)
-@click.option("--scenario", default="close", show_default=True, metavar="NAME|all",
+@click.option("--scenario", default="close", show_default=True, metavar="NAME|PATH|all",
               help="Which variant of the half-close to run (`trace-halfclose scenarios` lists them), "
-                   "or `all` for a matrix of every one.")
+                   "a scenario file of your own (`trace-halfclose scenarios --show close` prints one to copy), "
+                   "or `all` for a matrix of every built-in.")
 @click.option("--ipv6", is_flag=True, help="The same over IPv6 (::1).")
 @click.option("--writes", type=click.IntRange(1, 10), default=None,
               help="How many write(2) calls the client makes once the peer closed "
-                   "(default 2 as the article; 3 with --scenario all, to show the third write's path).")
+                   "(default 2 as the article; with --scenario all, a newer built-in or a file, the "
+                   "scenario's own writes).")
 @click.option("--delay", type=Seconds(0, 60), default=0.0, show_default=True,
               help="Extra seconds between CLOSE_WAIT and write 1 (the article sleeps 5).")
 @click.option("--gap", type=Seconds(0.0, 10), default=0.1, show_default=True,
@@ -66,11 +68,7 @@ def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, chec
         except BrokenPipeError:
             stdout_gone()
         return
-    from tracer.process.scenarios import ORDER
-
-    if scenario != "all" and scenario not in ORDER:
-        fail(UserError(f"unknown scenario {scenario!r}: choose one of {', '.join(ORDER)}, or all",
-                       "`trace-halfclose scenarios` says what each one does"))
+    chosen = chosen_scenarios(scenario, ipv6)  # a bad file ends here, before anything is loaded
     out = RecordFile(record, {"--svg": svg}) if record else None
     from contextlib import ExitStack
 
@@ -79,9 +77,15 @@ def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, chec
     from tracer.collect.runner import collected
     from tracer.collect.timings import Timings
 
-    names = ORDER if scenario == "all" else (scenario,)
-    runs = [ReproOptions(scenario=n, ipv6=ipv6, writes=writes or (3 if scenario == "all" else 2), delay=delay,
-                         gap=gap, port=port) for n in names]
+    # The article's built-ins alone write twice, as the article; in `all`, the others, and a file
+    # write as the scenario says.
+    from tracer.process.scenarios import TWO_WRITES_ALONE
+
+    def count(name: str, file: str | None) -> int | None:
+        return writes or (2 if scenario != "all" and not file and name in TWO_WRITES_ALONE else None)
+
+    runs = [ReproOptions(scenario=n, ipv6=ipv6, writes=count(n, f), delay=delay, gap=gap, port=port, file=f)
+            for n, f in chosen]
     clock = Timings()
     # The probes stay attached until the results are out: detaching is the slowest step.
     with ExitStack() as attached:

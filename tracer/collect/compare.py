@@ -65,11 +65,11 @@ def _inner_args(scenario: str, backend: str, record: Path) -> list[str]:
 def _run_running(scenario: str, backend: str, progress: Callable[[str, str], None]) -> KernelRun:
     from tracer.collect.repro import ReproOptions
     from tracer.collect.runner import collect
-    from tracer.process.scenarios import ORDER
+    from tracer.process.scenarios import ORDER, TWO_WRITES_ALONE
 
     t0 = time.monotonic()
     names = ORDER if scenario == "all" else (scenario,)
-    runs = [ReproOptions(scenario=n, writes=3 if scenario == "all" else 2) for n in names]
+    runs = [ReproOptions(scenario=n, writes=2 if scenario != "all" and n in TWO_WRITES_ALONE else None) for n in names]
     try:
         recs = collect(runs, backend, lambda msg: progress(RUNNING, msg))
     except UserError as exc:

@@ -140,6 +140,10 @@ PROBES: tuple[Probe, ...] = (
     *_function("tcp_v6_send_reset", "send_reset_v6_enter", None, REPRO, reads=("sk", "skb")),
     *_function("tcp_send_active_reset", "active_reset_enter", None, REPRO),
     *_function("tcp_recvmsg", "recvmsg_enter", "recvmsg_return", REPRO, reads=("sk", "len")),
+    # getsockopt(SO_ERROR) (scenarios that ask it): sk_getsockopt (net/core/sock.c, 6.1+) takes sk_err.
+    # kprobe only: its sockptr_t arguments are structs by value, whose fentry Debian 6.1 refuses (524).
+    _function("sk_getsockopt", "getsockopt_enter", None, REPRO, reads=("sk", "optname"),
+              note="since 6.1 (net/core/sock.c); without it SO_ERROR is worded from the source, inferred")[0],
     # watch: where each write-like call has its fd (the return type decides the kretprobe's cast).
     *_function("ksys_write", "ksys_write_enter", "call_return_long", WATCH, reads=("fd",)),
     *_function("__sys_sendto", "sys_sendto_enter", "call_return_int", WATCH, reads=("fd",)),

@@ -21,7 +21,8 @@ from tracer import interrupt
 from tracer.errors import UserError
 from tracer.record.event import Event, Kind, Packet
 from tracer.kernel.names import TCP_ACK, TCP_RST
-from tracer.record.recording import Recording, UserMark, WriteResult
+from tracer.process.scenarios import ClientStep
+from tracer.record.recording import QueryResult, Recording, UserMark, WriteResult
 from tracer.process import scenarios
 from tracer.collect import netns
 
@@ -40,13 +41,14 @@ class EventSource(Protocol):
 
 @dataclass(frozen=True)
 class ReproOptions:
-    scenario: str = "close"
+    scenario: str = "close"  # a built-in's name, or the name of a user's file (then `file` is its path)
     ipv6: bool = False
-    writes: int = 2
+    writes: int | None = 2  # how many writes once the peer closed; None: the scenario's own
     delay: float = 0.0  # extra pause after CLOSE_WAIT, as the article's sleep(5)
     gap: float = 0.1  # between writes, so the RST of write 1 can arrive
     port: int = 9999
     step_timeout: float = 5.0
+    file: str | None = None  # a user's scenario file (checked already: tracer/process/scenario_file.py)
 
 
 class ReproChild:
@@ -72,7 +74,8 @@ class ReproChild:
         with interrupt.shielded(), interrupt.immune():
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tracer.collect.repro_child", str(opts.port), opts.scenario,
-                 "--parent", str(os.getpid())] + (["--ipv6"] if opts.ipv6 else []),
+                 "--parent", str(os.getpid())] + (["--ipv6"] if opts.ipv6 else [])
+                + (["--file", str(Path(opts.file).resolve())] if opts.file else []),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -136,6 +139,50 @@ class ReproChild:
             self.proc = None
 
 
+def late_steps(sc: scenarios.Scenario, writes: int | None) -> list[tuple[int, ClientStep]]:
+    """The client's steps once the peer closed, as (index in the scenario's list, step), with
+    `writes` writes: the scenario's own when None; later write steps dropped when fewer; the last
+    write repeated (unjudged) when more."""
+    steps = [(i, s) for i, s in enumerate(sc.client_steps) if s.when != "connected"]
+    if writes is None:
+        return steps
+    out, n = [], 0
+    for i, s in steps:
+        if s.do == "write":
+            n += 1
+            if n > writes:
+                continue
+        out.append((i, s))
+    last = next((x for x in reversed(steps) if x[1].do == "write"), None)
+    out += [last] * (writes - n) if last else []
+    return out
+
+
+def _server_mark(sc: scenarios.Scenario, k: int, msg: dict) -> str | None:
+    """The mark for server step k (None: a SO_LINGER setting, told with the close)."""
+    s = sc.server_steps[k]
+    linger = next((x.value for x in sc.server_steps[:k] if x.do == "setsockopt" and x.option == "SO_LINGER"), None)
+    if s.do == "close":
+        how = "close(2)" + (f" with SO_LINGER {{{'on' if linger[0] else 'off'}, {linger[1]}}}" if linger else "")
+    elif s.do == "shutdown":
+        how = f"shutdown(SHUT_{s.how.upper()})"
+    elif s.do == "exit":
+        return "the server exited: its sockets closed as by exit(2)"
+    elif s.do == "setsockopt":
+        return None if s.option == "SO_LINGER" else f"the server set {s.option} to {s.value}"
+    elif s.do == "read":
+        return f"the server read {msg.get('ret')} bytes (recv of {s.bytes or 1}, MSG_WAITALL)"
+    elif s.do == "sleep":
+        return f"the server slept {s.seconds:g} s"
+    else:
+        return None
+    return f"server called {how} on its connection"
+
+
+def _query(msg: dict) -> QueryResult:
+    return QueryResult(msg["what"], msg["index"], msg["value"], msg["t_start_ns"], msg["t_end_ns"])
+
+
 def _state_code(rec: Recording, name: str) -> int:
     return next(k for k, v in rec.state_names.items() if v == name)
 
@@ -161,6 +208,7 @@ def run(
     """Drive the reproduction; fills rec's marks, writes and events."""
     sc = scenarios.get(opts.scenario)
     rec.scenario, rec.family = sc.name, "ipv6" if opts.ipv6 else "ipv4"
+    rec.scenario_text = sc.source_text or ""
     child = ReproChild()
     try:
         child.start(opts)
@@ -174,47 +222,62 @@ def run(
         conn = child.expect("connected")
         rec.client_port = conn["client_port"]
         rec.marks.append(UserMark("client connected (connect(2) returned, server accepted)", conn["t_ns"]))
-        if sc.unread:
+        early = [(i, s) for i, s in enumerate(sc.client_steps) if s.when == "connected"]
+        if early:
             source.begin_client_io()
-            child.send("presend")
-            rec.writes.append(_result(child.expect("write")))
+            for i, _ in early:
+                child.send(f"client {i} 0")  # numbered 0: before the peer's close, not judged
+                msg = child.expect("client")
+                if msg["op"] == "write":
+                    rec.writes.append(_result(msg))
             source.end_client_io()
-            rec.marks.append(UserMark("the server does not read these bytes", rec.writes[-1].t_end_ns))
+            if not any(s.do == "read" for s in sc.server_steps) and rec.writes:
+                rec.marks.append(UserMark("the server does not read these bytes", rec.writes[-1].t_end_ns))
 
-        child.send("close")
-        closed = child.expect("server_closed")
-        how = {"close": "close(2)", "linger0": "close(2) with SO_LINGER {on, 0}",
-               "shutdown-wr": "shutdown(SHUT_WR)", "shutdown-rdwr": "shutdown(SHUT_RDWR)"}[closed["how"]]
-        rec.marks.append(UserMark(f"server called {how} on its connection", closed["t_ns"]))
+        for k in range(1, len(sc.server_steps)):
+            child.send(f"server {k}")
+            msg = child.expect("server")
+            mark = _server_mark(sc, k, msg)
+            if mark:
+                rec.marks.append(UserMark(mark, msg["t_ns"]))
 
-        progress(f"waiting for the client's socket to reach {sc.wait_for}")
-        want = _state_code(rec, sc.wait_for)
-        deadline = time.monotonic() + opts.step_timeout
-        while not any(_client_reached(e, rec, want) for e in rec.events):
-            if time.monotonic() > deadline:
-                raise UserError(
-                    f"the client's move to {sc.wait_for} was not observed within "
-                    f"{opts.step_timeout:.0f} s, so the writes were not started",
-                    "check that sock:inet_sock_set_state can be traced (`trace-halfclose doctor`)",
-                )
-            rec.events += source.poll(50)
+        steps = late_steps(sc, opts.writes)
+        if steps:
+            states = " or ".join(sc.wait_for)
+            progress(f"waiting for the client's socket to reach {states}")
+            want = {_state_code(rec, name) for name in sc.wait_for}
+            deadline = time.monotonic() + opts.step_timeout
+            while not any(_client_reached(e, rec, w) for e in rec.events for w in want):
+                if time.monotonic() > deadline:
+                    raise UserError(
+                        f"the client's move to {states} was not observed within "
+                        f"{opts.step_timeout:.0f} s, so its steps were not started",
+                        "check that sock:inet_sock_set_state can be traced (`trace-halfclose doctor`)",
+                    )
+                rec.events += source.poll(50)
 
         _collect_for(source, rec, opts.delay)
         source.begin_client_io()
-        if sc.read_first:
-            progress("read")
-            child.send("read")
-            rec.reads.append(_result(child.expect("read")))
-            _collect_for(source, rec, opts.gap)
-        for i in range(1, opts.writes + 1):
-            progress(f"write {i}")
-            child.send(f"write {i}")
-            rec.writes.append(_result(child.expect("write")))
-            _collect_for(source, rec, opts.gap)
-            _await_answer(source, rec, rec.writes[-1], opts.step_timeout)
-            if rec.writes[-1].killed_by:
-                rec.marks.append(UserMark(f"the client was killed by {rec.writes[-1].killed_by}",
-                                          rec.writes[-1].t_end_ns))
+        counts: dict[str, int] = {}
+        for i, step in steps:
+            kind = step.label
+            counts[kind] = n = counts.get(kind, 0) + 1
+            progress(f"{kind} {n}" if step.do in ("write", "getsockopt", "poll") or n > 1 else kind)
+            child.send(f"client {i} {n}")
+            msg = child.expect("client")
+            if msg["op"] == "write":
+                rec.writes.append(_result(msg))
+                _collect_for(source, rec, opts.gap)
+                _await_answer(source, rec, rec.writes[-1], opts.step_timeout)
+            elif msg["op"] == "read":
+                rec.reads.append(_result(msg))
+                _collect_for(source, rec, opts.gap)
+            elif msg["op"] == "query":
+                rec.queries.append(_query(msg))
+            if msg.get("killed_by"):
+                if msg["op"] not in ("write", "read"):
+                    rec.writes.append(_result({**msg, "size": 0}))
+                rec.marks.append(UserMark(f"the client was killed by {msg['killed_by']}", msg["t_end_ns"]))
                 break
         source.end_client_io()
         # From here on the client and the server exit: their sockets may still send a FIN or

@@ -17,7 +17,10 @@ scenario where SIGPIPE kills the writer kills only the client, and the
 server reports how it died. The client is the article's program in Python:
 plain write(2) (os.write), SIGPIPE ignored unless the scenario says not.
 
-Commands: connect | presend | close | read | write INDEX | exit
+Commands: connect | server K | client K | exit (K: a step's index in the scenario's list).
+The scenario is a built-in's name, or `--file PATH` (a user's file, checked by the tool
+before it started this process); its sysctls are written under /proc/sys inside the
+private namespace, never the host's.
 """
 from __future__ import annotations
 
@@ -39,12 +42,14 @@ import socket  # noqa: E402
 import struct  # noqa: E402
 import time  # noqa: E402
 
-from tracer.process.scenarios import SCENARIOS, Scenario  # noqa: E402
+from tracer.process import scenarios  # noqa: E402
+from tracer.process.scenarios import ClientStep, Scenario, ServerStep  # noqa: E402
 
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-PAYLOADS = [b"hello\n", b"world\n", b"again\n"]
-UNREAD = b"unread\n"
+SHUT = {"rd": socket.SHUT_RD, "wr": socket.SHUT_WR, "rdwr": socket.SHUT_RDWR}
+SEND_FLAGS = {"MSG_NOSIGNAL": socket.MSG_NOSIGNAL, "MSG_DONTWAIT": socket.MSG_DONTWAIT}
+POLL = {name: getattr(select, name) for name in scenarios.POLL_BITS}
 
 
 def say(**kw) -> None:
@@ -69,6 +74,20 @@ def enter_private_netns() -> int:
     return os.stat("/proc/self/ns/net").st_ino
 
 
+def set_sysctls(sc: Scenario) -> None:
+    """The scenario's net.* sysctls, in this process's (private) network namespace: /proc/sys/net
+    shows the namespace of the task that opens it."""
+    for name, value in sc.sysctls:
+        path = "/proc/sys/" + name.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except FileNotFoundError:
+            raise OSError(errno.ENOENT, f"sysctl {name}: this kernel has no such setting ({path})") from None
+        except OSError as exc:
+            raise OSError(exc.errno, f"sysctl {name} = {value}: {os.strerror(exc.errno or 0)}") from None
+
+
 def errname(exc: OSError) -> str:
     return errno.errorcode.get(exc.errno, str(exc.errno))
 
@@ -87,6 +106,52 @@ def client_main(ctl: socket.socket, sc: Scenario, family: int, addr: str, port: 
     os._exit(0)
 
 
+def client_step(sock: socket.socket, step: ClientStep, index: int) -> dict:
+    """One client step; the reply says what the call returned (index: the write's, read's or query's number)."""
+    t0 = now()
+    if step.do == "write":
+        data = step.payload(index)
+        flags = 0
+        for f in step.flags:
+            flags |= SEND_FLAGS[f]
+        try:
+            ret, err = (sock.send(data, flags) if flags else os.write(sock.fileno(), data)), None
+        except OSError as exc:
+            ret, err = -1, errname(exc)
+        return {"op": "write", "index": index, "size": len(data), "ret": ret, "errno": err, "t_start_ns": t0,
+                "t_end_ns": now()}
+    if step.do == "read":
+        try:
+            ret, err = len(os.read(sock.fileno(), step.size)), None
+        except OSError as exc:
+            ret, err = -1, errname(exc)
+        return {"op": "read", "index": index, "size": step.size, "ret": ret, "errno": err, "t_start_ns": t0,
+                "t_end_ns": now()}
+    if step.do == "getsockopt":
+        value = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        return {"op": "query", "what": step.label, "index": index,
+                "value": "0" if value == 0 else errno.errorcode.get(value, str(value)), "t_start_ns": t0,
+                "t_end_ns": now()}
+    if step.do == "poll":
+        p = select.poll()
+        mask = 0
+        for e in step.events:
+            mask |= POLL[e]
+        p.register(sock.fileno(), mask)
+        got = p.poll(step.timeout_ms)
+        revents = got[0][1] if got else 0
+        bits = [name for name, bit in POLL.items() if revents & bit]
+        return {"op": "query", "what": "poll", "index": index, "value": "|".join(bits) or "none",
+                "t_start_ns": t0, "t_end_ns": now()}
+    if step.do == "shutdown":
+        sock.shutdown(SHUT[step.how])
+    elif step.do == "sleep":
+        time.sleep(step.seconds)
+    elif step.do == "close":
+        sock.close()
+    return {"op": step.do, "index": index, "t_start_ns": t0, "t_end_ns": now()}
+
+
 def _client_loop(ctl: socket.socket, sc: Scenario, family: int, addr: str, port: int) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL if sc.sigpipe_default else signal.SIG_IGN)
     f = ctl.makefile("rw")
@@ -100,25 +165,8 @@ def _client_loop(ctl: socket.socket, sc: Scenario, family: int, addr: str, port:
             t = now()
             sock.connect((addr, port))
             reply = {"t_ns": t, "client_port": sock.getsockname()[1]}
-        elif cmd[0] in ("write", "presend"):
-            index = int(cmd[1]) if cmd[0] == "write" else 0
-            data = UNREAD if cmd[0] == "presend" else PAYLOADS[(index - 1) % len(PAYLOADS)]
-            t0 = now()
-            try:
-                if sc.nosignal:
-                    ret, err = sock.send(data, socket.MSG_NOSIGNAL), None
-                else:
-                    ret, err = os.write(sock.fileno(), data), None
-            except OSError as exc:
-                ret, err = -1, errname(exc)
-            reply = {"index": index, "size": len(data), "ret": ret, "errno": err, "t_start_ns": t0, "t_end_ns": now()}
-        elif cmd[0] == "read":
-            t0 = now()
-            try:
-                ret, err = len(os.read(sock.fileno(), 4096)), None
-            except OSError as exc:
-                ret, err = -1, errname(exc)
-            reply = {"index": 1, "size": 4096, "ret": ret, "errno": err, "t_start_ns": t0, "t_end_ns": now()}
+        elif cmd[0] == "step":  # step K INDEX
+            reply = client_step(sock, sc.client_steps[int(cmd[1])], int(cmd[2]))
         else:  # exit
             break
         f.write(json.dumps(reply) + "\n")
@@ -139,37 +187,69 @@ class Server:
         self.listener.bind((self.addr, port))
         self.listener.listen(1)
         self.conn = None
+        self.early_bytes = sum(s.size for s in sc.early_steps if s.do == "write")
+        self.settled = False
 
-    def close(self) -> None:
-        """The scenario's way of closing the server's end."""
-        if self.sc.unread:
-            # The client's bytes must be in the receive queue, unread, before the close.
-            select.select([self.conn], [], [], 5)
-        if self.sc.server == "shutdown-wr":
-            self.conn.shutdown(socket.SHUT_WR)
-        elif self.sc.server == "shutdown-rdwr":
-            self.conn.shutdown(socket.SHUT_RDWR)
-        else:
-            if self.sc.server == "linger0":
-                self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    def settle(self) -> None:
+        """Before the server's first step after accept: the client's earlier bytes are in its
+        receive queue (the kernel says so: FIONREAD), so a close finds them there unread."""
+        self.settled = True
+        deadline = time.monotonic() + 5
+        while self.early_bytes and time.monotonic() < deadline:
+            queued = struct.unpack("i", fcntl.ioctl(self.conn, 0x541B, b"\0" * 4))[0]  # FIONREAD
+            if queued >= self.early_bytes:
+                return
+            select.select([self.conn], [], [], 0.05)
+
+    def step(self, s: ServerStep) -> dict:
+        """One of the scenario's server steps (after accept)."""
+        if not self.settled:
+            self.settle()
+        t = now()
+        out: dict = {}
+        if s.do == "read":
+            data = self.conn.recv(s.bytes or 1, socket.MSG_WAITALL)
+            out["ret"] = len(data)
+        elif s.do == "sleep":
+            time.sleep(s.seconds)
+        elif s.do == "setsockopt":
+            value = struct.pack("ii", *s.value) if s.option == "SO_LINGER" else s.value
+            self.conn.setsockopt(socket.SOL_SOCKET, getattr(socket, s.option), value)
+        elif s.do == "shutdown":
+            self.conn.shutdown(SHUT[s.how])
+        elif s.do in ("close", "exit"):
             self.conn.close()
-        self.listener.close()
+            self.listener.close()
+        return {"t_ns": t, **out}
 
 
 def main(argv: list[str]) -> int:
     port, name = int(argv[1]), argv[2]
-    sc = SCENARIOS[name]
     try:
+        if "--file" in argv:
+            from tracer.process.scenario_file import ScenarioFileError, load
+
+            try:
+                sc = load(argv[argv.index("--file") + 1])
+            except ScenarioFileError as exc:
+                say(ev="error", message=str(exc))
+                return 1
+        else:
+            sc = scenarios.SCENARIOS[name]
         netns = enter_private_netns()
+        set_sysctls(sc)
         server = Server(sc, "--ipv6" in argv, port)
     except OSError as exc:
-        say(ev="error", message=str(exc))
+        say(ev="error", message=exc.strerror if exc.strerror and "sysctl" in exc.strerror else str(exc))
         return 1
     ours, theirs = socket.socketpair()
     me = os.getpid()
     pid = os.fork()
     if pid == 0:
         ours.close()
+        # The listener is the server's: a copy left open here would outlive the server's close
+        # and answer the client's segments after it (an RST from a LISTEN socket).
+        server.listener.close()
         client_main(theirs, sc, server.family, server.addr, port, me)
     theirs.close()
     ctl = ours.makefile("rw")
@@ -202,17 +282,23 @@ def main(argv: list[str]) -> int:
                 return 1
             server.conn, _ = server.listener.accept()
             say(ev="connected", **r)
-        elif cmd[0] == "close":
+        elif cmd[0] == "server" and len(cmd) == 2 and cmd[1].isdigit() and int(cmd[1]) < len(sc.server_steps):
+            step = sc.server_steps[int(cmd[1])]
+            try:
+                r = server.step(step)
+            except OSError as exc:
+                say(ev="error", message=f"server step {int(cmd[1]) + 1} ({step.do}): {exc}")
+                return 1
+            say(ev="server", step=int(cmd[1]), do=step.do, **r)
+        elif (cmd[0] == "client" and len(cmd) == 3 and cmd[1].isdigit() and int(cmd[1]) < len(sc.client_steps)
+              and cmd[2].isdigit()):
             t = now()
-            server.close()
-            say(ev="server_closed", t_ns=t, how=sc.server)
-        elif cmd[0] in ("write", "presend", "read") and (cmd[0] != "write" or cmd[1:2] and cmd[1].isdigit()):
-            t = now()
-            r = ask(line.strip())
+            step = sc.client_steps[int(cmd[1])]
+            r = ask(f"step {cmd[1]} {cmd[2]}")
             if r is None:
-                r = {"index": int(cmd[1]) if cmd[0] == "write" else 0, "size": 6, "ret": -1, "errno": None,
+                r = {"op": step.do, "index": int(cmd[2]), "size": step.size, "ret": -1, "errno": None,
                      "t_start_ns": t, "t_end_ns": now(), "killed_by": died()}
-            say(ev="read" if cmd[0] == "read" else "write", **r)
+            say(ev="client", **r)
         elif cmd[0] == "exit":
             break
         else:

@@ -13,7 +13,7 @@ from rich.text import Text
 from tracer.display import ladder as ladders
 from tracer.display import words
 from tracer.kernel.names import err_name, ret_name, shutdown_name
-from tracer.process.timeline import UNTRACED_CALL, IoNote, KernelNote, MarkNote, Timeline
+from tracer.process.timeline import UNTRACED_CALL, IoNote, KernelNote, MarkNote, QueryNote, Timeline
 from tracer.errors import UserError
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -107,6 +107,10 @@ def _items(console: Console, tl: Timeline, items, sides: bool = True, after_writ
             after_write(item)
         elif isinstance(item, KernelNote):
             _kernel(console, tl, item, sides)
+        elif isinstance(item, QueryNote):
+            console.print(f"[cyan]{_ms(item.t_ns)}[/]  [bold]{escape(words.query_label(item))} → "
+                          f"{escape(item.value)}[/]")
+            console.print(f"{'':12}{escape(words.query_decision(item))}", style="dim" if item.inferred else "")
         elif isinstance(item, MarkNote):
             console.print(f"[cyan]{_ms(item.t_ns)}[/]  [blue]user     {escape(item.what)}[/]")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tracer.display import words
-from tracer.process.scenarios import SCENARIOS
+from tracer.process import scenarios
 from tracer.process.timeline import IoNote, KernelNote, MarkNote, Timeline
 from tracer.record.event import Kind
 
@@ -194,7 +194,7 @@ def of_timeline(tl: Timeline) -> Ladder:
     steps = _steps(tl.items, column_of, {LEFT: _Side(), RIGHT: _Side()}, not _traced_packets(tl.items))
     columns = (words.repro_column("client", rec.family, rec.client_port, rec.client_pid),
                words.repro_column("server", rec.family, rec.server_port))
-    scenario = SCENARIOS.get(rec.scenario)
+    scenario = scenarios.get(rec.scenario) if scenarios.known(rec.scenario) else None
     return Ladder(words.ladder_title(rec.scenario, rec.kernel, rec.backend, rec.family),
                   scenario.title if scenario else "", columns, tuple(steps), rec.kernel, rec.backend, rec.scenario)
 

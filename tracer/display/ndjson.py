@@ -14,7 +14,7 @@ from typing import IO, Iterator
 
 from tracer.display import words
 from tracer.kernel.names import err_name, shutdown_name
-from tracer.process.timeline import IoNote, KernelNote, MarkNote, Timeline
+from tracer.process.timeline import IoNote, KernelNote, MarkNote, QueryNote, Timeline
 
 SCHEMA_VERSION = 1
 
@@ -97,6 +97,10 @@ def items(tl: Timeline, write_extra=lambda w: {}, extra: dict | None = None, mar
             yield {**write_json(item), **extra, **write_extra(item)}
         elif isinstance(item, KernelNote):
             yield {**kernel_json(item, tl), **extra}
+        elif isinstance(item, QueryNote):
+            yield {"type": "query", "t_ms": _t_ms(item.t_ns), "what": item.what, "index": item.index,
+                   "value": item.value, "decision": words.query_decision(item), "inferred": item.inferred,
+                   "facts": item.facts, **extra}
         elif isinstance(item, MarkNote) and marks:
             yield {"type": "user", "t_ms": _t_ms(item.t_ns), "what": item.what}
     for f in words.findings(tl):

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from tracer.display import words
 from tracer.kernel.names import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
 from tracer.process import scenarios
-from tracer.process.timeline import IoNote, KernelNote, MarkNote, Timeline
+from tracer.process.timeline import IoNote, KernelNote, MarkNote, QueryNote, Timeline
 from tracer.record.event import Kind, Packet
 
 # What a new network namespace starts with (tcp_sk_init, net/ipv4/tcp_ipv4.c, 6.1 and 6.12).
@@ -120,7 +120,7 @@ class _Writer:
     def __init__(self, tl: Timeline):
         self.tl = tl
         self.rec = tl.recording
-        self.sc = scenarios.get(self.rec.scenario) if self.rec.scenario in scenarios.SCENARIOS else None
+        self.sc = scenarios.get(self.rec.scenario) if scenarios.known(self.rec.scenario) else None
         self.by_ts = {p.ts_ns: p for p in self.rec.packets}
         self.has_bytes = bool(self.rec.packets)
         self.lines: list[str] = []
@@ -171,6 +171,15 @@ class _Writer:
             head = f"write({FD}, ..., {w.size})"
         result = str(w.ret) if w.ret >= 0 else f"-1 {_errno_text(w.errno or 'EIO')}"
         return f"{head} = {result}"
+
+    def query(self, q: QueryNote) -> str:
+        """getsockopt(SO_ERROR) or poll, as the client got it (packetdrill checks the values)."""
+        if q.what == "SO_ERROR":
+            return f"getsockopt({FD}, SOL_SOCKET, SO_ERROR, [{q.value}], [4]) = 0"
+        step = next((s for s in self.sc.client_steps if s.do == "poll"), None) if self.sc else None
+        asked = "|".join(step.events) if step else "POLLIN|POLLOUT|POLLRDHUP"
+        revents = q.value if q.value != "none" else "0"
+        return f"poll([{{fd={FD}, events={asked}, revents={revents}}}], 1, 0) = {0 if q.value == 'none' else 1}"
 
     # -- the script --
 
@@ -229,6 +238,8 @@ class _Writer:
                     self.lines.append(f"// {n.what}")
             elif isinstance(n, IoNote):
                 self.emit(max(n.t_ns, start), self.call(n))
+            elif isinstance(n, QueryNote):
+                self.emit(max(n.t_ns, start), self.query(n))
             elif isinstance(n, KernelNote) and n.event.kind == Kind.PACKET:
                 is_syn = n is syn
                 if is_syn and self.has_bytes:

@@ -24,7 +24,7 @@ from typing import IO, Sequence
 
 from tracer.display import words
 from tracer.kernel.names import TCP_RST
-from tracer.process.timeline import IoNote, KernelNote, MarkNote, Timeline
+from tracer.process.timeline import IoNote, KernelNote, MarkNote, QueryNote, Timeline
 from tracer.record.event import Kind, Packet
 
 LINKTYPE_RAW = 101  # pcap-linktype(7): raw IPv4 or IPv6
@@ -82,7 +82,7 @@ def packet_notes(tl: Timeline) -> list[tuple[KernelNote, list]]:
                 target = next((p for p in packets if p.t_ns >= n.t_ns and p.side == "client"
                                and p.values.get("length")), None)
             target = target or prev or nxt
-        elif isinstance(n, MarkNote):
+        elif isinstance(n, (MarkNote, QueryNote)):
             target = nxt or prev
         elif n.event.kind in (Kind.SEND_RESET, Kind.ACTIVE_RESET):
             target = nearest_rst(packets, n) or prev or nxt
@@ -105,6 +105,8 @@ def comment_of(items: Sequence) -> str:
             out.append(words.packet_call(n))
         elif isinstance(n, MarkNote):
             out.append(n.what)
+        elif isinstance(n, QueryNote):
+            out.append(f"{words.query_label(n)} = {n.value}")
         else:
             out.append(words.packet_step(n))
     return words.packet_comment(out)

@@ -88,6 +88,10 @@ INFERRED_WORDS = {
 }
 READ_WORDS = {
     Branch.EOF: "receive side shut by the FIN (sk_shutdown {sk_shutdown}), nothing queued → 0: end of file",
+    Branch.EOF_ERR_LEFT: "tcp_recvmsg_locked checks SOCK_DONE (set by tcp_fin) before sk_err: nothing queued → "
+                         "0, end of file; sk_err {sk_err} stays for the next call",
+    Branch.READ_SK_ERR: "tcp_recvmsg_locked: nothing queued, no SOCK_DONE (no FIN came), sk_err {sk_err} → "
+                        "sock_error() returns {ret} and clears sk_err",
     Branch.READ_ERROR: "{func} returned {ret} (sk_err {sk_err} at entry)",
     Branch.READ_DATA: "{bytes} bytes were queued",
 }
@@ -251,6 +255,8 @@ REASON_WORDS = {
     Branch.NO_WAIT: "{state}, no sk_stream_wait_connect → {result}",
     Branch.UNDECIDED: "the values single out no branch",
     Branch.EOF: "receive side shut by the FIN, nothing queued → end of file",
+    Branch.EOF_ERR_LEFT: "SOCK_DONE (the FIN) checked before sk_err → end of file, sk_err {sk_err} left",
+    Branch.READ_SK_ERR: "no FIN, sk_err {sk_err} → sock_error() → {ret}",
     Branch.READ_ERROR: "{func} returned {ret}",
     Branch.READ_DATA: "{bytes} bytes were queued",
 }
@@ -438,3 +444,50 @@ def compare_summary(c) -> str:
             f"{'s' if scenarios != 1 else ''} across {n} kernels; "
             + (f"{visible} in what a program sees (return values, errnos, signals)" if visible
                else "every return value, errno and signal is the same"))
+
+
+# --- SO_ERROR and poll (tracer/process/timeline.py QueryNote) ----------------------------
+# From the source (Linux 6.1.x and 6.12.x): sk_getsockopt SO_ERROR, net/core/sock.c; sock_error,
+# include/net/sock.h (6.1:2598, 6.12:2453); tcp_poll, net/ipv4/tcp.c; do_pollfd, fs/select.c.
+POLL_WHY = {
+    "POLLIN": "RCV_SHUTDOWN set (the FIN: tcp_fin) or data queued",
+    "POLLRDHUP": "RCV_SHUTDOWN set (the FIN: tcp_fin)",
+    "POLLOUT": "the send side open and writeable, or SEND_SHUTDOWN set (tcp_poll's else branch)",
+    "POLLHUP": "sk_shutdown == SHUTDOWN_MASK or state CLOSE (tcp_done)",
+    "POLLERR": "sk_err set (tcp_reset)",
+    "POLLPRI": "urgent data",
+    "POLLRDNORM": "as POLLIN",
+    "POLLWRNORM": "as POLLOUT",
+}
+
+
+def query_label(q) -> str:
+    return f"getsockopt(SO_ERROR) {q.index}" if q.what == "SO_ERROR" else f"poll {q.index}"
+
+
+def _at(t_ns: int | None) -> str:
+    return f"{t_ns / 1e6:+.3f} ms" if t_ns is not None else "?"
+
+
+def query_decision(q) -> str:
+    """The kernel path that answered a SO_ERROR or poll step, and what it was decided on."""
+    f = q.facts
+    tag = "(inferred) " if q.inferred else ""
+    state = f" (the client's socket in {f['state']})" if f.get("state") else ""
+    if f["branch"] == "so_error_taken":
+        stored = (f"stored by {f['reset_func']} at {_at(f['reset_at'])}" if f.get("reset_func")
+                  else "stored before it (no traced event shows by whom)")
+        seen = (f"sk_getsockopt entry: sk_err {err_name(f['sk_err_at_entry'])}{state}; " if f.get("at") else "")
+        text = (f"{seen}sock_getsockopt → sk_getsockopt → sock_error(): sk_err {q.value}, {stored}, returned and "
+                f"cleared with xchg{'' if seen else state}")
+        if f.get("next_call") is not None:
+            text += (f"; write {f['next_call']}'s entry then shows sk_err "
+                     f"{'0: cleared, as the source says' if f['next_sk_err'] == 0 else f['next_sk_err']}")
+        return f"decided {tag}{text}"
+    if f["branch"] == "so_error_none":
+        seen = (f"sk_getsockopt entry: sk_err {err_name(f['sk_err_at_entry'])}{state}; " if f.get("at") else "")
+        return (f"decided {tag}{seen}sock_getsockopt → sk_getsockopt → sock_error(): sk_err 0, then "
+                f"sk_err_soft 0 → 0{'' if seen else state}")
+    bits = f.get("bits") or []
+    why = "; ".join(f"{b}: {POLL_WHY.get(b, '?')}" for b in bits) or "no bit set"
+    return f"decided {tag}tcp_poll{state}: {why} (POLLERR and POLLHUP are reported unasked: do_pollfd)"

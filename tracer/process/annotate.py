@@ -18,7 +18,7 @@ from tracer.record.recording import Recording, UserMark, WriteResult
 from tracer.process import decide, describe
 from tracer.process.findings import findings
 from tracer.process.timeline import (Branch, Call, Decision, Hook, IoNote, KernelNote, MarkNote, PathStep,
-                                     Placement, Subject, Timeline)
+                                     Placement, QueryNote, Subject, Timeline)
 
 FUNC_PATH = {
     Kind.SENDMSG_ENTER,
@@ -34,6 +34,7 @@ WATCH_CALL_PATH = {Kind.WATCH_CALL_ENTER, Kind.WATCH_CALL_EXIT}
 SYSCALL_ENTER = (Kind.WRITE_ENTER, Kind.WATCH_CALL_ENTER)
 SYSCALL_EXIT = (Kind.WRITE_EXIT, Kind.WATCH_CALL_EXIT)
 READ_PATH = {Kind.RECVMSG_ENTER, Kind.RECVMSG_RETURN, Kind.READ_ENTER, Kind.READ_EXIT}
+QUERY_PATH = {Kind.GETSOCKOPT_ENTER}  # told with the SO_ERROR step it belongs to (QueryNote)
 RETURNS_SHOWN_WITH_ENTRY = {Kind.TCP_FIN_RETURN, Kind.TCP_DONE_RETURN}
 # Events that say which socket and which call; the timeline tells their content otherwise.
 IDENTITY = {Kind.WATCH_ADDR, Kind.WATCH_CALL_ENTER, Kind.WATCH_CALL_EXIT}
@@ -228,7 +229,7 @@ def _kernel_notes(events: Sequence[Event], writes: Sequence[Call], paths: dict[i
     windows = [(e.sk, e.ts_ns, pairs[i].ts_ns) for i, e in enumerate(events) if i in pairs]
     in_paths = {id(e) for p in paths.values() for e in p}
     isn = {e.sport: e.seq for e in events if e.kind == Kind.PACKET and e.tcp_flags & TCP_SYN}
-    skipped = FUNC_PATH | SYSCALL_PATH | READ_PATH | RETURNS_SHOWN_WITH_ENTRY | IDENTITY
+    skipped = FUNC_PATH | SYSCALL_PATH | READ_PATH | QUERY_PATH | RETURNS_SHOWN_WITH_ENTRY | IDENTITY
     notes = []
     for i, e in enumerate(events):
         if e.kind in skipped or id(e) in in_paths:
@@ -269,9 +270,46 @@ def timeline_of(rec: Recording, subject: Subject, calls: Sequence[Call], events:
     read_notes = [_read_note(st, t0, c, by_read.get(c.index, [])) for c in reads]
     notes = _kernel_notes(events, writes, by_write, st, sides, t0, rec.teardown_ns)
     mark_notes = [MarkNote(m.t_ns - t0, m.what) for m in marks]
-    items = sorted([*write_notes, *read_notes, *notes, *mark_notes], key=lambda x: x.t_ns)
+    query_notes = _query_notes(rec, t0, notes, write_notes, events, st)
+    items = sorted([*write_notes, *read_notes, *query_notes, *notes, *mark_notes], key=lambda x: x.t_ns)
     found = findings(read_notes + write_notes, notes, rec.lost_events) if calls else []
-    return Timeline(rec, t0, items, write_notes, found, read_notes)
+    return Timeline(rec, t0, items, write_notes, found, read_notes, query_notes)
+
+
+STORES_SK_ERR = (Kind.ERROR_REPORT, Kind.DONE_WITH_ERROR, Kind.TCP_RESET, Kind.RESET_TP)
+
+
+def _query_notes(rec: Recording, t0: int, notes: list[KernelNote], write_notes: list[IoNote],
+                 events: Sequence[Event], st) -> list[QueryNote]:
+    """The client's SO_ERROR and poll steps, each with the facts its kernel path is decided on:
+    sk_getsockopt's entry when it was probed (kprobe/fentry), else the client's state and what
+    the traced events say about sk_err before it."""
+    out = []
+    seen = [e for e in events if e.kind == Kind.GETSOCKOPT_ENTER]
+    client = [n for n in notes if n.side == "client" and not n.teardown]
+    for q in getattr(rec, "queries", []):
+        t = q.t_start_ns - t0
+        before = [n for n in client if n.t_ns <= t]
+        state = next((n.values.get("state") for n in reversed(before) if n.event.kind == Kind.SET_STATE), None)
+        fin = next((n for n in before if n.event.kind == Kind.TCP_FIN
+                    or (n.event.kind == Kind.SET_STATE and n.values.get("state") == "CLOSE_WAIT")), None)
+        reset = next((n for n in reversed(before) if n.event.kind in STORES_SK_ERR), None)
+        facts: dict = {"state": state, "fin_at": fin.t_ns if fin else None, "fin_func": fin.func if fin else None,
+                       "reset_at": reset.t_ns if reset else None, "reset_func": reset.func if reset else None}
+        inferred = True
+        if q.what == "SO_ERROR":
+            after = next((w for w in write_notes if w.t_ns > t and w.sk_err is not None), None)
+            facts.update(branch="so_error_taken" if q.value != "0" else "so_error_none",
+                         next_call=after.index if after else None,
+                         next_sk_err=after.sk_err if after else None)
+            entry = next((e for e in seen if q.t_start_ns <= e.ts_ns <= q.t_end_ns), None)
+            if entry is not None:
+                facts.update(at="sk_getsockopt", sk_err_at_entry=entry.sk_err, state=st(entry.state))
+                inferred = False
+        else:
+            facts.update(branch="poll", bits=q.value.split("|") if q.value != "none" else [])
+        out.append(QueryNote(t, q.what, q.index, q.value, facts, inferred))
+    return out
 
 
 def repro_call(w: WriteResult, op: str) -> Call:

@@ -175,6 +175,7 @@ def rows_of(tl: Timeline) -> list[tuple[str, str, str, bool]]:
     rows = []
     for w in [*tl.reads, *tl.writes]:
         rows += _call_rows(w)
+    rows += [("results", f"{q.what} {q.index}", q.value, True) for q in tl.queries]  # what the client got
     rows += _kernel_rows(tl)
     if tl.recording.scenario == "close":
         rows += [("claims", c.claim.id, c.verdict.verdict, False) for c in check_all(tl)]

@@ -88,8 +88,12 @@ def read(enter: Event, ret: Event | None) -> Decision:
         return Decision(Branch.NO_RETURN, False, {"at": "read"})
     v = {"func": enter.func, "ret": ret.value, "sk_err": enter.sk_err,
          "sk_shutdown": enter.sk_shutdown}
+    # tcp_recvmsg_locked (net/ipv4/tcp.c, 6.1.x and 6.12.x), nothing copied: SOCK_DONE (tcp_fin set
+    # it) breaks first -> 0; then sk_err -> sock_error(); then RCV_SHUTDOWN -> 0; CLOSE -> -ENOTCONN.
     if ret.value == 0 and enter.sk_shutdown & RCV_SHUTDOWN:
-        return Decision(Branch.EOF, inferred, v)
+        return Decision(Branch.EOF_ERR_LEFT if enter.sk_err else Branch.EOF, inferred, v)
+    if ret.value < 0 and enter.sk_err and -ret.value == enter.sk_err:
+        return Decision(Branch.READ_SK_ERR, inferred, v)
     if ret.value < 0:
         return Decision(Branch.READ_ERROR, inferred, v)
     return Decision(Branch.READ_DATA, inferred, v)

@@ -70,6 +70,8 @@ class Branch(enum.Enum):
     NO_WAIT = "no wait_connect"  # none of the above, without sk_stream_wait_connect
     UNDECIDED = "undecided"  # tracepoints: the values single out no branch
     EOF = "end of file"  # read: RCV_SHUTDOWN, nothing queued -> 0
+    EOF_ERR_LEFT = "end of file, sk_err left"  # read: SOCK_DONE is checked before sk_err -> 0, sk_err stays
+    READ_SK_ERR = "read: sock_error"  # read: nothing queued, no SOCK_DONE, sock_error() takes sk_err
     READ_ERROR = "read error"
     READ_DATA = "read data"
 
@@ -179,6 +181,21 @@ class KernelNote:
 
 
 @dataclass(frozen=True)
+class QueryNote:
+    """A client step that asked the socket (getsockopt SO_ERROR, poll), annotated with the kernel
+    path that answered it. Neither sk_getsockopt nor tcp_poll is probed: the branch is worded
+    from their source and the client's socket as the traced events left it, so it is inferred
+    -- except that a later call's entry can confirm that SO_ERROR cleared sk_err."""
+
+    t_ns: int
+    what: str  # "SO_ERROR" or "poll"
+    index: int
+    value: str  # as the client got it
+    facts: dict  # branch ("so_error_taken", "so_error_none", "poll"), and the values it was decided on
+    inferred: bool = True
+
+
+@dataclass(frozen=True)
 class MarkNote:
     t_ns: int
     what: str
@@ -206,10 +223,11 @@ class Finding:
 class Timeline:
     recording: Recording
     t0_ns: int
-    items: list  # IoNote | KernelNote | MarkNote, in time order
+    items: list  # IoNote | KernelNote | QueryNote | MarkNote, in time order
     writes: list[IoNote]
     findings: list[Finding]
     reads: list[IoNote] = field(default_factory=list)
+    queries: list[QueryNote] = field(default_factory=list)
 
     def kernel_notes(self, kind: Kind | None = None, side: str | None = None) -> list[KernelNote]:
         """The scenario's kernel steps in time order (not the teardown's), optionally of one

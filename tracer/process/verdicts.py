@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from tracer.kernel.eras import SEND_RESET_TP, send_reset_sees_timewait
 from tracer.process.timeline import IoNote, Timeline
 from tracer.record.event import Kind
-from tracer.process.scenarios import SCENARIOS, Scenario
+from tracer.process import scenarios
+from tracer.process.scenarios import Scenario
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ def _result(w: IoNote) -> str:
     return "success" if w.ret >= 0 else (w.errno or "?")
 
 
-def _expected_result(e: str | None) -> str:
-    return "success" if e is None else e
+def _read_result(r: IoNote | None) -> str:
+    return "not run" if r is None else (str(r.ret) if r.ret >= 0 else r.errno or "?")
 
 
 def observed_rst_sender(tl: Timeline) -> str | None:
@@ -87,20 +88,33 @@ def _rst_observable(tl: Timeline) -> bool:
 
 
 def check(tl: Timeline) -> ScenarioVerdict:
-    sc = SCENARIOS[tl.recording.scenario]
+    sc = scenarios.get(tl.recording.scenario)
     exp = sc.expected
     rows: list[Row] = []
     writes = [w for w in tl.writes if w.index >= 1]
     for w in writes:
         if w.index > len(exp.writes):
             break
-        want = _expected_result(exp.writes[w.index - 1])
+        want = exp.writes[w.index - 1]
+        if want is None:  # not judged
+            continue
         got = _result(w)
         rows.append(Row(f"write {w.index}", want, got, got == want))
-    if exp.read is not None:
-        r = tl.reads[0] if tl.reads else None
-        got = "not run" if r is None else (str(r.ret) if r.ret >= 0 else r.errno or "?")
-        rows.append(Row("read", exp.read, got, got == exp.read))
+    reads = {r.index: r for r in tl.reads}
+    for i, want in enumerate(exp.reads, 1):
+        if want is not None:
+            got = _read_result(reads.get(i))
+            rows.append(Row("read" if len(exp.reads) == 1 else f"read {i}", want, got, got == want))
+    done = {(q.what, q.index): q for q in tl.recording.queries}
+    for i, (label, want) in enumerate(exp.queries, 1):
+        if want is None:
+            continue
+        n = sum(1 for lb, _ in exp.queries[:i] if lb == label)
+        what = label if sum(1 for lb, _ in exp.queries if lb == label) == 1 else f"{label} {n}"
+        q = done.get((label, n))
+        got = "not run" if q is None else q.value
+        want_text = want if isinstance(want, str) else "|".join(want) or "none"
+        rows.append(Row(what, want_text, got, q is not None and got == want_text))
 
     sender = observed_rst_sender(tl)
     client_reset = any(n.event.kind in (Kind.TCP_RESET, Kind.RESET_TP) for n in tl.kernel_notes(side="client"))

@@ -40,6 +40,7 @@ class Kind(enum.IntEnum):
     SIGNAL = 25
     READ_ENTER = 26
     READ_EXIT = 27
+    GETSOCKOPT_ENTER = 28
     WATCH_CALL_ENTER = 30
     WATCH_CALL_EXIT = 31
     WATCH_ADDR = 32
@@ -99,6 +100,7 @@ KIND_FUNC = {
     Kind.SIGNAL: "signal_generate",
     Kind.READ_ENTER: "sys_enter_read",
     Kind.READ_EXIT: "sys_exit_read",
+    Kind.GETSOCKOPT_ENTER: "sk_getsockopt",
     Kind.WATCH_CALL_ENTER: "watch_call",
     Kind.WATCH_CALL_EXIT: "watch_call",
     Kind.WATCH_ADDR: "watch_join",

@@ -36,6 +36,17 @@ class WriteResult:
 
 
 @dataclass(frozen=True)
+class QueryResult:
+    """A client step that asks the socket (getsockopt SO_ERROR, poll), as the client saw it."""
+
+    what: str  # "SO_ERROR" or "poll"
+    index: int  # 1, 2, ... among the steps with this `what`
+    value: str  # SO_ERROR: the errno name or "0"; poll: the bits returned, "POLLIN|POLLOUT", or "none"
+    t_start_ns: int
+    t_end_ns: int
+
+
+@dataclass(frozen=True)
 class UserMark:
     """Something the reproduction did in user space (connect, server close)."""
 
@@ -62,6 +73,10 @@ class Recording:
     marks: list[UserMark] = field(default_factory=list)
     writes: list[WriteResult] = field(default_factory=list)
     reads: list[WriteResult] = field(default_factory=list)  # same fields: ret is the bytes read
+    queries: list[QueryResult] = field(default_factory=list)  # SO_ERROR and poll steps
+    # A scenario from a user's file: the file's text, so that replay judges it as the run did
+    # ("" for a built-in).
+    scenario_text: str = ""
     events: list[Event] = field(default_factory=list)
     lost_events: int = 0
     # When the tool began ending the reproduction (CLOCK_MONOTONIC ns; 0: not recorded).
@@ -90,9 +105,11 @@ class Recording:
         meta = {
             k: v
             for k, v in asdict(self).items()
-            if k not in ("marks", "writes", "reads", "events", "state_names", "packets")
+            if k not in ("marks", "writes", "reads", "queries", "events", "state_names", "packets")
         }
         meta["state_names"] = {str(k): v for k, v in self.state_names.items()}
+        if not meta["scenario_text"]:  # a built-in: its name says it all
+            del meta["scenario_text"]
         meta["end_line"] = True  # recordings written before it existed have none
         out.write(json.dumps({"record": "meta", **meta}) + "\n")
         for m in self.marks:
@@ -101,6 +118,8 @@ class Recording:
             out.write(json.dumps({"record": "write", **asdict(w)}) + "\n")
         for r in self.reads:
             out.write(json.dumps({"record": "read", **asdict(r)}) + "\n")
+        for q in self.queries:
+            out.write(json.dumps({"record": "query", **asdict(q)}) + "\n")
         for e in self.events:
             out.write(json.dumps({"record": "event", **e.to_json()}) + "\n")
         for p in self.packets:
@@ -150,6 +169,9 @@ class Recording:
                 elif kind == "read":
                     validate.check_fields(WriteResult, d)
                     rec.reads.append(WriteResult(**d))
+                elif kind == "query":
+                    validate.check_fields(QueryResult, d)
+                    rec.queries.append(QueryResult(**d))
                 elif kind == "event":
                     validate.check_event(d)
                     rec.events.append(Event.from_json(d))

@@ -16,7 +16,7 @@ import typing
 from tracer.record.event import Kind, RawEvent
 
 # A Recording's fields that are lines of their own.
-LINES = {"marks", "writes", "reads", "events", "packets"}
+LINES = {"marks", "writes", "reads", "queries", "events", "packets"}
 # Fields filled in by Event.from_json when a recording lacks them (older recordings).
 EVENT_DEFAULTED = {"fd", "cpu", "seq", "ack_seq", "tcp_flags"}
 _RANGES = {
@@ -94,14 +94,23 @@ def check_event(d: dict) -> None:
 def check_meta(d: dict, recording_cls) -> None:
     """A meta line: its fields' types, a known scenario and family, state names as numbers
     with names."""
-    from tracer.process.scenarios import SCENARIOS
+    from tracer.process import scenarios
+    from tracer.process.scenario_file import ScenarioFileError, parse
 
     for name in LINES & d.keys():
         raise ValueError(f"{name} belong on lines of their own, not in the meta line")
     check_fields(recording_cls, d)
     scenario = d.get("scenario", "close")
-    if scenario not in SCENARIOS and scenario != "watch":
-        raise ValueError(f"scenario {scenario!r} is not one this version knows ({', '.join(SCENARIOS)})")
+    if d.get("scenario_text"):  # a user's scenario file, kept whole: judged as the run did
+        try:
+            sc = parse(d["scenario_text"], f"the scenario file kept in the recording ({scenario})", scenario)
+        except ScenarioFileError as exc:
+            raise ValueError(str(exc)) from None
+        if sc.name != scenario:
+            raise ValueError(f"scenario {scenario!r} names a file whose scenario is {sc.name!r}")
+        scenarios.register(sc)
+    elif not scenarios.known(scenario) and scenario != "watch":
+        raise ValueError(f"scenario {scenario!r} is not one this version knows ({', '.join(scenarios.SCENARIOS)})")
     if d.get("family", "ipv4") not in ("ipv4", "ipv6"):
         raise ValueError(f"family is {d['family']!r}, not ipv4 or ipv6")
     names = d.get("state_names", {})
