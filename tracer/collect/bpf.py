@@ -19,7 +19,7 @@ from pathlib import Path
 from tracer import interrupt
 from tracer.errors import UserError
 from tracer.kernel.names import TASK_COMM_LEN
-from tracer.record.event import Event, Packet, RawEvent, RawPacket, decode, decode_packet
+from tracer.record.event import RAW_SIZE, Event, Packet, RawEvent, RawPacket, decode, decode_packet
 from tracer.collect.plan import CLIENT_IO, EXPLICIT, Plan, Probe
 from tracer.collect.sources import CAPTURE_PART, compile_flags, parts, program_text
 
@@ -126,8 +126,9 @@ class BpfSession:
     attached. close() can be called any number of times; it leaves bcc's atexit
     cleanup nothing to do, and unregisters it."""
 
-    def __init__(self, plan: Plan, extra_cflags: list[str] | tuple[str, ...] = ()):
+    def __init__(self, plan: Plan, extra_cflags: list[str] | tuple[str, ...] = (), raw: bool = False):
         self.plan = plan
+        self.raw = raw  # poll() hands out each record's bytes (the watch decodes what it needs)
         self.cflags = compile_flags(plan.defines(), extra_cflags)
         self.text = program_text(plan.mode, plan.backend, self.cflags)
         self.bpf = None
@@ -171,7 +172,7 @@ class BpfSession:
                 self._attach(probe)
             except Exception as exc:  # bcc raises plain Exception
                 raise BackendUnavailable(f"attaching {probe.name} failed: {exc}") from None
-        self.bpf["events"].open_ring_buffer(self._on_event)
+        self.bpf["events"].open_ring_buffer(self._on_raw if self.raw else self._on_event)
         if CAPTURE_PART in parts(self.plan.mode, self.plan.backend):  # the packets' bytes, a second ring buffer
             self.bpf["packets"].open_ring_buffer(self._on_packet)
 
@@ -188,6 +189,9 @@ class BpfSession:
 
     def _on_event(self, _ctx, data, _size) -> None:
         self._pending.append(decode(ctypes.cast(data, ctypes.POINTER(RawEvent)).contents))
+
+    def _on_raw(self, _ctx, data, _size) -> None:
+        self._pending.append(ctypes.string_at(data, RAW_SIZE))
 
     def _on_packet(self, _ctx, data, _size) -> None:
         self._packets.append(decode_packet(ctypes.cast(data, ctypes.POINTER(RawPacket)).contents))
@@ -212,7 +216,8 @@ class BpfSession:
             probes, self._io = self._io, []
             _detach_tracepoints(self.bpf, [p.target.encode() for p in probes])
 
-    def poll(self, timeout_ms: int = 0) -> list[Event]:
+    def poll(self, timeout_ms: int = 0) -> list:
+        """The events that came since the last call: Events, or their records' bytes (raw)."""
         # Shielded: bcc calls _on_event from C, and an exception raised in a ctypes callback
         # is printed and dropped ("Exception ignored on calling ctypes callback function"), so
         # a signal must not be raised there; it is raised once the poll returns (epoll_wait

@@ -95,14 +95,15 @@ def offsets_for(plan: Plan, btf: Btf) -> list[str]:
 
 
 def load_first(plans: list[Plan], skipped: list[str], btf: Btf, progress: Callable[[str], None],
-               extra_cflags: list[str] | tuple[str, ...] = ()):
+               extra_cflags: list[str] | tuple[str, ...] = (), raw: bool = False):
     """Load the first plan the kernel accepts (auto: kprobe, then fentry, then
-    tracepoints); a refused backend is added to skipped. Returns (session, plan)."""
+    tracepoints); a refused backend is added to skipped. Returns (session, plan).
+    raw: the session hands out records' bytes (BpfSession)."""
     from tracer.collect.bpf import BackendUnavailable, BpfSession  # bcc only once the checks passed
 
     for i, plan in enumerate(plans):
         progress(f"compiling and loading the BPF programs ({plan.backend} backend, bcc)")
-        session = BpfSession(plan, [*offsets_for(plan, btf), *extra_cflags])
+        session = BpfSession(plan, [*offsets_for(plan, btf), *extra_cflags], raw=raw)
         try:
             session.load()
             return session, plan
