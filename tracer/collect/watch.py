@@ -43,6 +43,7 @@ from tracer.process.stream import Stream, Tally
 POLL_MS = 50  # the longest wait for events: the clock and the signals are checked between polls
 DRAIN_S = 0.3  # after the command or the watched processes are gone: their sockets' last events
 STOP_BUDGET_S = 1.0  # at the stop, what is left is shown for this long; the rest is counted
+STOP_DRAIN_S = 0.5  # at the stop, the ring buffer is read for at most this long
 STATUS_S = 0.5  # the live status line's period
 # The ring buffer's pages (8 MiB: about 100,000 records, a second of a busy server), so a
 # slow moment in user space loses nothing.
@@ -289,7 +290,7 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
     def past_end() -> bool:
         return end is not None and time.monotonic() >= end
 
-    def take(timeout_ms: int) -> None:
+    def take(timeout_ms: int) -> int:
         raw = session.poll(timeout_ms)
         if raw:
             stream.add(raw)
@@ -297,6 +298,7 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
             if writer:
                 writer.records(raw)
         tally.lost = rec.lost_events = session.lost()
+        return len(raw)
 
     def collect(timeout_ms: int) -> None:
         nonlocal next_status
@@ -349,7 +351,9 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
                 if wrec.command_status is None:
                     wrec.command_status = command.returncode
             try:
-                take(0)
+                drain = time.monotonic() + STOP_DRAIN_S
+                while take(0) and time.monotonic() < drain:
+                    pass  # what the ring buffer still holds, for at most STOP_DRAIN_S
             finally:
                 session.close()
     interrupt.rearm()  # the probes are detached and the command ended: a signal may cut what follows

@@ -82,11 +82,11 @@ class Connection:
 def group(events: Iterable[Event]) -> list[Connection]:
     """Events to connections, all at once, the way a watch hands them out at its stop
     (tracer/process/stream.py is the one grouping, live and replayed)."""
-    from tracer.process.stream import Stream
+    from tracer.process.stream import Stream, rows_of
     from tracer.record.event import to_raw
 
     s = Stream({})
-    s.add([to_raw(e) for e in events])
+    s.add(rows_of(to_raw(e) for e in events))
     return [o.connection() for o, _ in s.rest()]
 
 

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from tracer.record.event import to_raw
 from tracer.record.recording import WatchRecording
 from tracer.process.connections import ConnTimeline, annotate_connection
-from tracer.process.stream import End, Open, Stream, Tally
+from tracer.process.stream import End, Open, Stream, Tally, rows_of
 
 SUMMARY_ROWS = 1_000  # rows kept for the closing summary; more are counted
 
@@ -96,7 +96,7 @@ def replay(wrec: WatchRecording, sink, show_all: bool) -> Selection:
     sel = Selection(wrec, stream, sink, show_all)
     sink.start(wrec)
     events = sorted(wrec.rec.events, key=lambda e: e.ts_ns)
-    stream.add([to_raw(e) for e in events])
+    stream.add(rows_of(to_raw(e) for e in events))
     sel.tally.events = len(events)
     sel.tally.lost = wrec.rec.lost_events
     sel.hand_out(stream.rest())

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import collections
 import enum
+import struct
 from dataclasses import dataclass, field
 from typing import Iterable
 
 from tracer.kernel.names import RCV_SHUTDOWN
-from tracer.record.event import RAW, RAW_HEAD, RETURN_KINDS, Kind, from_raw
+from tracer.record.event import RAW, RAW_HEAD, RETURN_KINDS, Kind, from_raw, rows_of  # noqa: F401 (rows_of: re-exported)
 from tracer.process.connections import GRACE_NS, Connection
 
 QUIET_NS = 10_000_000_000  # a connection with no event for this long is handed out (a later event starts a part)
@@ -98,33 +99,44 @@ class Tally:
     unshown_incidents: int = 0
 
 
+# The fields classify() reads: value, sk_err, kind, state, old_state, sk_shutdown (offsets of
+# struct hc_event: 16, 32, 36, 60, 61, 62).
+_RULE_FIELDS = struct.Struct("<16xq8xiI20xBBB17x")
+_CALL_ENTER = (int(Kind.WATCH_CALL_ENTER), int(Kind.SENDMSG_ENTER))
+_CALL_EXIT = (int(Kind.WATCH_CALL_EXIT), int(Kind.SENDMSG_RETURN))
+_RST_IN = (int(Kind.RESET_TP), int(Kind.TCP_RESET))
+_RST_OUT = (int(Kind.SEND_RESET), int(Kind.ACTIVE_RESET))
+_SET_STATE, _SIGNAL = int(Kind.SET_STATE), int(Kind.SIGNAL)
+SIGPIPE = 13
+_RETURNS = frozenset(int(k) for k in RETURN_KINDS)
+
+
 def classify(records: Iterable[bytes], state_names: dict[int, str]) -> tuple[Rule, ...]:
     """The incident rules a connection's records match, read from the raw fields only."""
     code = {v: k for k, v in state_names.items()}
     established, close_wait, close = code.get("ESTABLISHED", 1), code.get("CLOSE_WAIT", 8), code.get("CLOSE", 7)
     rules: set[Rule] = set()
     rst = False
-    for b in records:
-        _, _, value, _, _, sk_err, kind, _, _, _, _, _, _, state, old, shut, _, _ = RAW.unpack(b)
-        if kind == Kind.WATCH_CALL_ENTER or kind == Kind.SENDMSG_ENTER:
+    for value, sk_err, kind, state, old, shut in map(_RULE_FIELDS.unpack, records):
+        if kind in _CALL_ENTER:
             if rst or sk_err:
                 rules.add(Rule.WRITE_AFTER_RST)
             elif shut & RCV_SHUTDOWN:
                 rules.add(Rule.WRITE_AFTER_FIN)
-        elif kind == Kind.WATCH_CALL_EXIT or kind == Kind.SENDMSG_RETURN:
+        elif kind in _CALL_EXIT:
             if value < 0 and value != -EAGAIN:
                 rules.add(Rule.CALL_FAILED)
-        elif kind == Kind.RESET_TP or kind == Kind.TCP_RESET:
-            rst = True
-            rules.add(Rule.RST_RECEIVED)
-        elif kind == Kind.SEND_RESET or kind == Kind.ACTIVE_RESET:
-            rules.add(Rule.RST_SENT)
-        elif kind == Kind.SET_STATE:
+        elif kind == _SET_STATE:
             if state == close and old in (established, close_wait) and not rst:
                 rules.add(Rule.RST_SENT)
-        elif kind == Kind.SIGNAL and value == 13:  # SIGPIPE
+        elif kind in _RST_IN:
+            rst = True
+            rules.add(Rule.RST_RECEIVED)
+        elif kind in _RST_OUT:
+            rules.add(Rule.RST_SENT)
+        elif kind == _SIGNAL and value == SIGPIPE:
             rules.add(Rule.SIGPIPE)
-    return tuple(r for r in Rule if r in rules)
+    return tuple(r for r in Rule if r in rules) if rules else ()
 
 
 class Stream:
@@ -154,10 +166,13 @@ class Stream:
         self._unindexed.append(o)
         return o
 
-    def add(self, records: Iterable[bytes]) -> None:
-        """One batch from the ring buffer (several CPUs: sorted by time here)."""
-        rows = sorted(RAW_HEAD.unpack_from(b) + (b,) for b in records)
-        live, addr_kind, destroy = self.live, Kind.WATCH_ADDR, Kind.WATCH_DESTROY
+    def add(self, rows: list[tuple[int, int, int, int, bytes]]) -> None:
+        """One batch from the ring buffer: (ts_ns, sk, kind, fd, record) rows (rows_of()). The
+        buffer holds them in the order they were reserved, several CPUs interleaved: sorted by
+        time here (nearly sorted already: cheap)."""
+        rows = sorted(rows)
+        live, addr_kind, destroy = self.live, int(Kind.WATCH_ADDR), int(Kind.WATCH_DESTROY)
+        returns = _RETURNS
         for ts, sk, kind, fd, b in rows:
             if not sk:
                 continue
@@ -166,7 +181,7 @@ class Stream:
             # A new connection at this address: after the socket's destruction (only returns of
             # functions running then may follow), or a second join. A join's record may come
             # after the first record of the write it joined in (a call's entry has its start time).
-            if o is None or (o.ended_ns is not None and kind not in RETURN_KINDS) or (joins and o.joined):
+            if o is None or (o.ended_ns is not None and kind not in returns) or (joins and o.joined):
                 if o is not None and o.ended_ns is None:
                     o.ended_ns = ts
                     self._ended.append(o)
@@ -181,6 +196,8 @@ class Stream:
                 o.ended_ns = ts
                 self._ended.append(o)
                 self._addr.pop(sk, None)
+            elif len(self._addr) > self.max_live * 4:  # sockets whose destruction was lost
+                self._addr.pop(next(iter(self._addr)))
             if len(o.records) >= self.max_records and o.ended_ns is None:
                 del live[sk]
                 self._out.append((o, End.PART))

@@ -234,6 +234,12 @@ RAW_HEAD = struct.Struct("<QQ20xIi")
 RAW_INDEX = {name: i for i, name in enumerate(n for n, _ in RawEvent._fields_)}
 
 
+def rows_of(records) -> list[tuple[int, int, int, int, bytes]]:
+    """Records' bytes as (ts_ns, sk, kind, fd, record) rows, what a watch groups by (the ring
+    reader, tracer/collect/ringbuf.py, cuts them so itself)."""
+    return [RAW_HEAD.unpack_from(b) + (b,) for b in records]
+
+
 def from_raw(buf: bytes) -> Event:
     """A raw record's bytes, decoded as decode() does."""
     values = dict(zip(RAW_FIELDS, RAW.unpack(buf)))

@@ -297,9 +297,10 @@ class WatchRecordWriter:
         self.out.write(json.dumps({"record": "mark", **asdict(m)}) + "\n")
         self.lines += 1
 
-    def records(self, raw: list[bytes]) -> None:
-        self.out.write("".join(map(raw_json_line, raw)))
-        self.lines += len(raw)
+    def records(self, rows: list[tuple]) -> None:
+        """Rows as the ring reader gives them: the record's bytes last."""
+        self.out.write("".join(raw_json_line(r[-1]) for r in rows))
+        self.lines += len(rows)
 
     def finish(self, wrec: WatchRecording) -> None:
         stop = {k: v for k, v in wrec.header().items() if k in ("command_pid", "command_status", "stop_reason",
