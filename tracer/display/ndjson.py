@@ -143,7 +143,9 @@ def write(tl: Timeline, out: IO[str], claims=(), verdict=None, tag_scenario: boo
 def watch_start_lines(wrec) -> Iterator[dict]:
     """The meta line and the start marks."""
     rec = wrec.rec
-    yield meta(rec, "watch", filter=wrec.filter, command_pid=wrec.command_pid)
+    # t0_ns: the origin of every t_ms (CLOCK_MONOTONIC), so a reader on the same machine can
+    # time a line against the kernel's events (scripts/bench_watch.py: destruction to print).
+    yield meta(rec, "watch", filter=wrec.filter, command_pid=wrec.command_pid, t0_ns=wrec.t0_ns)
     for m in rec.marks:
         yield {"type": "user", "t_ms": _t_ms(m.t_ns, wrec.t0_ns), "what": m.what}
 
