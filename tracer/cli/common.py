@@ -135,6 +135,9 @@ class RecordFile:
         with interrupt.shielded():
             folder, name = os.path.split(os.path.abspath(self.path))
             fd, self.partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # as open() would create FILE (mkstemp makes it 0600)
             return os.fdopen(fd, "w", encoding="utf-8")
 
     def finish(self, streamed: IO[str]) -> None:

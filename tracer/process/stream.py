@@ -63,6 +63,7 @@ class Open:
     joined: bool = False
     last_ns: int = 0
     part: int = 1
+    handed: bool = False  # handed out (done()): no longer anyone's peer-to-be
 
     def connection(self) -> Connection:
         """The Events of a connection that is annotated."""
@@ -213,8 +214,8 @@ class Stream:
         if now_ns >= self._next_scan:
             self._next_scan = now_ns + SCAN_NS
             out += self._quiet(now_ns)
-            if len(self._unindexed) > 2 * len(self.live) + 1000:  # peer() was not asked for a while
-                self._unindexed = [o for o in self._unindexed if self.live.get(o.sk) is o]
+            if len(self._unindexed) > 2 * (len(self.live) + len(self._ended)) + 1000:  # peer() was not asked for a while
+                self._unindexed = [o for o in self._unindexed if not o.handed]
         return out
 
     def _quiet(self, now_ns: int) -> list[tuple[Open, End]]:
@@ -242,6 +243,7 @@ class Stream:
         stayed live until now, for its peer to find it) and the peer index."""
         if self.live.get(o.sk) is o:
             del self.live[o.sk]
+        o.handed = True
         ports = _ports(o.records)
         if self._by_ports.get(ports) is o:
             del self._by_ports[ports]
@@ -269,7 +271,7 @@ class Stream:
         # socket's first records have no local port yet).
         still = []
         for o in self._unindexed:
-            if self.live.get(o.sk) is not o:
+            if o.handed:
                 continue
             ports = _ports(o.records)
             if ports[0] and ports[1]:
@@ -278,7 +280,7 @@ class Stream:
                 still.append(o)
         self._unindexed = still
         o = self._by_ports.get((rport, lport))
-        if o is None or o.conn == conn or self.live.get(o.sk) is not o:
+        if o is None or o.conn == conn or o.handed:
             return None
         c = Connection(o.conn, o.sk, [from_raw(b) for b in o.records if RAW_HEAD.unpack_from(b)[2] == Kind.WATCH_ADDR])
         return o.conn if c.addresses()[1:] == (raddr, laddr) else None
