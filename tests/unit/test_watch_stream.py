@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from tracer.cli import main
 from tracer.process.connections import WatchRecording, connections
 from tracer.process.fold import Fold, fold
-from tracer.process.selection import Selection, replay
+from tracer.process.selection import CHECK_EVERY, Selection, replay
 from tracer.process.stream import End, Rule, Stream, classify
 from tracer.process.timeline import IoNote
 from tracer.record.event import Kind, rows_of, to_raw
@@ -231,10 +231,22 @@ def test_when_time_runs_out_the_rest_is_counted_not_shown(busy):
     sel = Selection(busy, s, sink, show_all=True)
     s.add(_rows(busy))
     calls = iter(range(1000))
-    assert not sel.hand_out(s.rest(), stop=lambda: next(calls) >= 5)
+    assert not sel.hand_out(s.rest(), stop=lambda: next(calls) >= 1)  # time is up at the second look
     t = sel.tally
-    assert (t.connections, t.shown, t.unshown_at_stop) == (80, 5, 75)
+    assert (t.connections, t.shown, t.unshown_at_stop) == (80, CHECK_EVERY, 80 - CHECK_EVERY)
     assert t.unshown_incidents == 3 - sum(1 for ct in sink.shown if ct.rules)
+
+
+def test_behind_the_healthy_are_counted_and_the_incidents_shown(busy):
+    """--all or JSON on a machine that cannot keep up: incidents first."""
+    sink = Keep()
+    s = Stream(busy.rec.state_names)
+    sel = Selection(busy, s, sink, show_all=True, behind=lambda shedding: True)
+    s.add(_rows(busy))
+    sel.hand_out(s.rest())
+    t = sel.tally
+    assert (t.connections, t.shown, t.shed) == (80, 3, 77)
+    assert all(ct.rules for ct in sink.shown)
 
 
 # --- --record streams ------------------------------------------------------------------

@@ -239,6 +239,10 @@ class BpfSession:
         out, self._pending = self._pending, []
         return rows_of(out) if self.raw else out
 
+    def backlog(self) -> float:
+        """How full the events' ring buffer is (0..1; 0 when bcc reads it)."""
+        return self._reader.backlog() if self._reader is not None else 0.0
+
     def lost(self) -> int:
         return sum(int(v) for v in self.bpf["dropped"][ctypes.c_int(0)])
 

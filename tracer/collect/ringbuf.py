@@ -60,6 +60,10 @@ class RingReader:
         if self._available() == 0 and timeout_ms > 0:
             self.poller.poll(timeout_ms)
 
+    def backlog(self) -> float:
+        """How full the buffer is (0..1): how far behind the reader is."""
+        return self._available() / self.size
+
     def _available(self) -> int:
         return POS.unpack_from(self.data, 0)[0] - POS.unpack_from(self.consumer, 0)[0]
 

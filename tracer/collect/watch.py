@@ -44,7 +44,8 @@ POLL_MS = 50  # the longest wait for events: the clock and the signals are check
 DRAIN_S = 0.3  # after the command or the watched processes are gone: their sockets' last events
 STOP_BUDGET_S = 1.0  # at the stop, what is left is shown for this long; the rest is counted
 STOP_DRAIN_S = 0.5  # at the stop, the ring buffer is read for at most this long
-STATUS_S = 0.5  # the live status line's period
+STATUS_S = 0.5
+SHED_FROM, SHED_UNTIL = 0.10, 0.02  # ring buffer fill: healthy connections only counted from/until  # the live status line's period
 # The ring buffer's pages (8 MiB: about 100,000 records, a second of a busy server), so a
 # slow moment in user space loses nothing.
 RINGBUF_PAGES = 2048
@@ -280,7 +281,12 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
     rec = replace(new_recording(plan, btf, skipped, view), scenario="watch", marks=marks)
     wrec = WatchRecording(rec, opts.filter_json(), t0)
     stream = Stream(rec.state_names)
-    sel = Selection(wrec, stream, sink, opts.show_all)
+    def behind(shedding: bool) -> bool:
+        """Behind (the ring buffer filling up): the healthy connections are only counted until
+        the reader has caught up, so that the incidents are still shown (--all, --json)."""
+        return session.backlog() > (SHED_UNTIL if shedding else SHED_FROM)
+
+    sel = Selection(wrec, stream, sink, opts.show_all, behind)
     tally = sel.tally
     writer = WatchRecordWriter(record) if record is not None else None
     command = None

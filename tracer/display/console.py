@@ -420,6 +420,8 @@ def watch_end(wrec, sel, console: Console) -> None:
         if sel.rows_left_off:
             console.print(f"[dim]… and {sel.rows_left_off:,} more shown above[/]")
     console.print(escape(words.tally_line(sel.tally)))
+    if sel.tally.shed:
+        console.print(f"[yellow]{escape(words.shed_line(sel.tally))}[/]")
     if sel.tally.unshown_at_stop:
         console.print(f"[yellow]{escape(words.unshown_line(sel.tally))}[/]")
     if wrec.rec.lost_events:

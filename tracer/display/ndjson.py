@@ -203,6 +203,7 @@ def watch_end_lines(wrec, sel) -> Iterator[dict]:
         "shown": t.shown,
         "unshown_at_stop": t.unshown_at_stop,
         "unshown_incidents": t.unshown_incidents,
+        "shed_healthy": t.shed,
         "writes": [{"conn": r.conn, "index": i, "call": name, "ret": ret, "errno": errno}
                    for r in sel.rows for i, name, _size, ret, errno in r.writes if ret is not None],
         "writes_left_off_connections": sel.rows_left_off,

@@ -514,6 +514,11 @@ def unshown_line(t) -> str:
             f"{_n(t.unshown_incidents)} of them incidents): counted above")
 
 
+def shed_line(t) -> str:
+    return (f"{_n(t.shed)} healthy connections were counted but not shown: the tool was behind (its ring "
+            "buffer filling up), and showed the incidents first")
+
+
 def lost_line(lost: int) -> str:
     return (f"WARNING: {_n(lost)} events were lost in the kernel (ring buffer full: user space did not keep "
             "up); connections may be incomplete or missing")

@@ -16,6 +16,7 @@ from tracer.process.connections import ConnTimeline, annotate_connection
 from tracer.process.stream import End, Open, Stream, Tally, rows_of
 
 SUMMARY_ROWS = 1_000  # rows kept for the closing summary; more are counted
+CHECK_EVERY = 16  # connections handed out between two looks at the clock and the backlog
 
 
 @dataclass(frozen=True)
@@ -34,19 +35,24 @@ class Row:
 class Selection:
     """Hands out connections: classified, counted, the chosen ones annotated and shown."""
 
-    def __init__(self, wrec: WatchRecording, stream: Stream, sink, show_all: bool):
+    def __init__(self, wrec: WatchRecording, stream: Stream, sink, show_all: bool,
+                 behind: Callable[[bool], bool] = lambda shed: False):
         self.wrec, self.stream, self.sink, self.show_all = wrec, stream, sink, show_all
         self.tally = Tally()
         self.rows: list[Row] = []
         self.rows_left_off = 0
+        self.shed = False  # the watch is behind: healthy connections are counted, not annotated
+        self.behind = behind  # behind(shedding now) -> whether to shed (asked every CHECK_EVERY)
 
     def hand_out(self, items: Sequence[tuple[Open, End]], stop: Callable[[], bool] = lambda: False) -> bool:
         """Each item in turn; when stop() says so, the rest are only counted (left unshown).
         Returns whether all were handed out."""
         for i, (o, end) in enumerate(items):
-            if stop():
-                self.left_unshown(items[i:])
-                return False
+            if i % CHECK_EVERY == 0:
+                if stop():
+                    self.left_unshown(items[i:])
+                    return False
+                self.shed = self.behind(self.shed)
             self._one(o, end)
         return True
 
@@ -72,6 +78,9 @@ class Selection:
         d = self.stream.done(o, end)
         self._count(d)
         if not (d.incident or self.show_all):
+            return
+        if self.shed and not d.incident:
+            self.tally.shed += 1
             return
         c = o.connection()
         lport, rport = c.ports()

@@ -98,6 +98,7 @@ class Tally:
     by_rule: collections.Counter = field(default_factory=collections.Counter)
     unshown_at_stop: int = 0  # connections left when the watch stopped and not shown (time ran out)
     unshown_incidents: int = 0
+    shed: int = 0  # healthy connections not shown (--all, JSON) while the watch was behind
 
 
 # The fields classify() reads: value, sk_err, kind, state, old_state, sk_shutdown (offsets of
