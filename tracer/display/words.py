@@ -496,8 +496,8 @@ def fold_finding(f, name: str) -> str:
 
 def status_line(t, live: int) -> str:
     """The live status line (stderr, a terminal only)."""
-    return (f"watching: {_n(t.connections)} connections seen ({_n(live)} open), {_n(t.healthy)} healthy, "
-            f"{_n(t.incidents)} incidents, {_n(t.events)} events, {_n(t.lost)} lost")
+    return (f"{_n(t.connections)} conns ({_n(live)} open), {_n(t.healthy)} healthy, {_n(t.incidents)} incidents, "
+            f"{_n(t.events)} events, {_n(t.lost)} lost")
 
 
 def tally_line(t) -> str:
