@@ -223,6 +223,11 @@ def test_a_quiet_connection_is_handed_out(curl):
     out = s.ready(rows[-1][0] + 2 * 10**9)
     assert [end for _, end in out] == [End.QUIET]
     assert classify(out[0][0].records, curl.rec.state_names) == (Rule.RST_RECEIVED,)
+    s.done(*out[0])
+    # It comes back (its destruction, here): a later part, with the socket's addresses.
+    s.add([r for r in rows if r[2] == Kind.WATCH_DESTROY])
+    later = s.live[rows[0][1]]
+    assert later.part == 2 and later.connection().addresses() == out[0][0].connection().addresses()
 
 
 def test_when_time_runs_out_the_rest_is_counted_not_shown(busy):

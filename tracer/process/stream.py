@@ -187,7 +187,9 @@ class Stream:
                 if o is not None and o.ended_ns is None:
                     o.ended_ns = ts
                     self._ended.append(o)
-                o = self._begin(sk)
+                # A socket handed out as quiet (not destroyed) goes on as a later part, with its
+                # addresses; a new one at the address brings its own join.
+                o = self._begin(sk, 2 if o is None and sk in self._addr and not joins else 1)
             o.records.append(b)
             o.last_ns = ts
             if kind == addr_kind:
