@@ -281,6 +281,7 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
     rec = replace(new_recording(plan, btf, skipped, view), scenario="watch", marks=marks)
     wrec = WatchRecording(rec, opts.filter_json(), t0)
     stream = Stream(rec.state_names)
+
     def behind(shedding: bool) -> bool:
         """Behind (the ring buffer filling up): the healthy connections are only counted until
         the reader has caught up, so that the incidents are still shown (--all, --json)."""
