@@ -13,7 +13,12 @@
 #include "sock_read.h"
 
 BPF_PERCPU_ARRAY(dropped, u64, 1); /* events lost because the ring buffer was full */
-BPF_RINGBUF_OUTPUT(events, 64);
+/* Pages of the ring buffer: 64 (256 KiB) for the reproduction's one connection; a watch
+ * passes a larger -DHC_RINGBUF_PAGES (a busy server: some 100,000 events a second). */
+#ifndef HC_RINGBUF_PAGES
+#define HC_RINGBUF_PAGES 64
+#endif
+BPF_RINGBUF_OUTPUT(events, HC_RINGBUF_PAGES);
 
 /* A full ring buffer loses the event: counted, never silent. */
 static __always_inline void hc_submit(struct hc_event *e)

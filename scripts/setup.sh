@@ -32,8 +32,8 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 
 pkgs=(bpfcc-tools python3-bpfcc python3-venv iproute2 linux-headers-amd64)
 [ "$VM" = 1 ] && pkgs+=(linux-image-amd64 qemu-system-x86 busybox-static)
-# Tests boot both Debian kernels, 6.1 and 6.12, to compare them.
-[ "$TEST" = 1 ] && pkgs+=(vagrant bpftool linux-image-6.12-amd64 linux-headers-6.12-amd64 ncat gcc)
+# Tests boot both Debian kernels, 6.1 and 6.12, to compare them; curl is a real program watch annotates.
+[ "$TEST" = 1 ] && pkgs+=(vagrant bpftool linux-image-6.12-amd64 linux-headers-6.12-amd64 ncat gcc curl)
 # tests/live/test_native_pcap.py reads --pcap's file with both. tshark's install asks whether
 # non-root users may capture: answered here (no), so the install never waits for a person.
 if [ "$TEST" = 1 ]; then

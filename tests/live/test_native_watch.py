@@ -275,3 +275,65 @@ def test_a_servers_writes_on_an_accepted_socket(client):
     reading = next(c for c in conns.values() if c["rport"] == port)
     assert reading["writers"] == [] and reading["connected_by"] == {"pid": reader.pid, "comm": "ncat"}
     assert reading["peer"] == accepted["conn"]
+
+
+SERVER_413 = """\
+import socket, sys, time
+srv = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+print("listening", flush=True)
+c, _ = srv.accept()
+head = b""
+while b"\\r\\n\\r\\n" not in head:
+    head += c.recv(4096)
+time.sleep(0.3)  # curl sends the body meanwhile
+c.sendall(b"HTTP/1.1 413 Payload Too Large\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n")
+c.close()  # the body unread: the kernel resets the connection
+"""
+
+
+def test_curl_body_writes_fold_into_one_line(tmp_path):
+    """The issue's curl case: a 3 MB POST to a server that answers 413 and closes with the
+    body unread. One connection: the request, one folded line for the body's writes, the
+    RST in ESTABLISHED, ECONNRESET."""
+    require(os.geteuid() == 0, "live BPF tests need root")
+    require(shutil.which("curl") is not None, "curl is missing (scripts/setup.sh --test installs it)")
+    port = free_port()
+    (tmp_path / "server.py").write_text(SERVER_413)
+    body = tmp_path / "3MB"
+    body.write_bytes(os.urandom(3_000_000))
+    server = subprocess.Popen([sys.executable, str(tmp_path / "server.py"), str(port)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert server.stdout.readline().strip() == "listening"
+        p = subprocess.run(tool("watch", "--port", str(port), "--", "curl", "-sS", "-H", "Expect:",
+                                "--data-binary", f"@{body}", f"http://127.0.0.1:{port}/"),
+                           cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    finally:
+        server.kill()
+        server.wait()
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    import re
+
+    assert len(re.findall(r"^connection #\d+ ", out, re.M)) == 1, out
+    assert "incident: an RST received" in out
+    head = re.search(r"write 1 \((\d+) bytes\) → (\d+)$", out, re.M)
+    assert head and head.group(1) == head.group(2)  # the request, whole
+    folded = re.search(r"writes 2–(\d+): sendto 65,536 B each → 65,536, ESTABLISHED, queued$", out, re.M)
+    assert folded and int(folded.group(1)) > 2, out
+    assert not re.search(r"write \d+ \(65536 bytes\)", out)  # none of the folded ones shown whole
+    assert "tcp_receive_reset: RST accepted in state ESTABLISHED" in out
+    assert "ECONNRESET" in out
+
+
+def test_bench_watch_at_a_small_rate():
+    """scripts/bench_watch.py end to end at a rate any machine keeps up with: every
+    half-close incident it made is among the connections the watch showed."""
+    require(os.geteuid() == 0, "live BPF tests need root")
+    require(shutil.which("cc") is not None or shutil.which("gcc") is not None, "no C compiler")
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_watch.py"), "--rate", "200", "--seconds", "2",
+                        "--incidents", "4", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    run = json.loads(p.stdout.strip().splitlines()[-1])
+    assert run["incidents_made"] == 4 and run["incidents_shown"] == 4 and run["missing"] == []
+    assert run["rc"] == 0 and run["events"] > 0

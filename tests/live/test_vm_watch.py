@@ -142,7 +142,11 @@ def test_human_output(vm_run):
     assert "write 2 (6 bytes) → -1 EPIPE" in out
     assert "sk_stream_wait_connect → -EPIPE" in out
     assert out.count("write(2) on fd 3 by watch_client") == 2
-    assert out.count("connection #") == 2 and ":9998" not in out
+    # The console shows the incidents (issue 18): the client's connection; ncat's healthy
+    # end is counted, not shown (JSON above has both).
+    assert out.count("connection #") == 1 and ":9998" not in out
+    assert "incident: a write after the peer's FIN" in out
+    assert "2 connections: 1 healthy, 1 incidents" in out
     assert "stopped: interrupted (Ctrl-C)" in out
 
 

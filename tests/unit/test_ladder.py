@@ -33,7 +33,7 @@ TCP_FLAGS = ((0x02, "S"), (0x01, "F"), (0x04, "R"), (0x08, "P"), (0x10, "."))
 # (golden file, arguments, COLUMNS, exit status), as test_golden_display.CASES
 CASES = [
     ("replay-6.1-kprobe-close-ladder.txt", ["replay", "--ladder", K61], 100, 0),
-    ("watch-6.1-kprobe-article-ladder.txt", ["watch", "--replay", W61, "--ladder"], 100, 0),
+    ("watch-6.1-kprobe-article-ladder.txt", ["watch", "--replay", W61, "--ladder", "--all"], 100, 0),
 ]
 
 
@@ -222,7 +222,7 @@ def test_svg_of_every_scenario_and_of_a_watch(tmp_path, monkeypatch):
     assert r.exit_code == 0
     titles = [v for k, v in _svg_texts(tmp_path / "all.svg").items() if k.endswith("-title")]
     assert [t.split()[1] for t in titles] == [rec.scenario for rec in Recording.load_all(DATA / K61_ALL)]
-    r = runner.invoke(main, ["watch", "--replay", W61, "--svg", str(tmp_path / "w.svg")], catch_exceptions=False)
+    r = runner.invoke(main, ["watch", "--replay", W61, "--all", "--svg", str(tmp_path / "w.svg")], catch_exceptions=False)
     assert r.exit_code == 0
     texts = _svg_texts(tmp_path / "w.svg")
     assert texts["l0-title"].startswith("connections #1 and #2 on Linux 6.1.0-56-amd64, backend kprobe")

@@ -28,7 +28,9 @@ from tracer.collect.sources import bpf_dir
 from tracer.record.event import Kind
 from tracer.record.recording import Recording
 from tracer.display.words import command_end
-from tracer.process.connections import Grouper, WatchRecording, calls_of, connections, group
+from tracer.process.connections import WatchRecording, calls_of, connections, group
+from tracer.process.stream import Stream, rows_of
+from tracer.record.event import to_raw
 from tracer.process.timeline import UNTRACED_CALL
 from tracer.record.event import CALLS
 
@@ -140,12 +142,12 @@ def test_streaming_hands_out_the_same_connections_in_the_same_order():
         events = sorted(load(name).rec.events, key=lambda e: e.ts_ns)
         batch = [(c.conn, c.sk, len(c.events)) for c in group(events)]
         for size in (1, 3, 7):
-            g, shown = Grouper(), []
+            g, shown = Stream({}), []
             for i in range(0, len(events), size):
-                g.add(events[i:i + size])
-                shown += g.complete(events[min(i + size, len(events)) - 1].ts_ns)
-            shown += g.rest()
-            assert [(c.conn, c.sk, len(c.events)) for c in shown] == batch, (name, size)
+                g.add(rows_of(to_raw(e) for e in events[i:i + size]))
+                shown += [(o, g.done(o, end)) for o, end in g.ready(events[min(i + size, len(events)) - 1].ts_ns)]
+            shown += [(o, g.done(o, end)) for o, end in g.rest()]
+            assert [(o.conn, o.sk, len(o.records)) for o, _ in shown] == batch, (name, size)
 
 
 def test_a_new_socket_at_a_reused_address_is_a_new_connection(kp):

@@ -84,19 +84,28 @@ def test_help_lists_watch():
 
 
 def test_replay_text():
+    """By default the incidents: the article's client (EPIPE after the peer's FIN and RST);
+    ncat's healthy end is only counted. --all shows both, each naming the other as its peer."""
     r = invoke(["watch", "--replay", str(KPROBE)])
     assert r.exit_code == 0, r.output
     out = r.output
     assert "trace-halfclose watch on Linux 6.1.0-56-amd64, backend kprobe" in out
-    assert re.search(r"connection #1  127\.0\.0\.1:\d+ → 127\.0\.0\.1:9999  watch_client \(pid \d+\), fd 3  "
-                     r"\(peer of #2\)", out)
-    assert re.search(r"connection #2  127\.0\.0\.1:9999 → 127\.0\.0\.1:\d+  no write-like call seen", out)
+    assert re.search(r"connection #1  127\.0\.0\.1:\d+ → 127\.0\.0\.1:9999  watch_client \(pid \d+\), fd 3", out)
+    assert "incident: a write after the peer's FIN; a write after an RST (or with sk_err set); a call failed; " \
+           "an RST received" in out
+    assert "connection #2" not in out
     assert "write 1 (6 bytes) → 6" in out and "write 2 (6 bytes) → -1 EPIPE" in out
     assert out.count("write(2) on fd 3 by watch_client") == 2
     assert "sk_stream_wait_connect → -EPIPE" in out
     assert "tcp_destroy_sock: socket destroyed in state CLOSE" in out
     assert "stopped: interrupted (Ctrl-C)" in out
-    assert "2 connection(s); write-like calls: #1 write 1 = 6, #1 write 2 = -1 EPIPE" in out
+    assert "2 connections: 1 healthy, 1 incidents" in out and "1 shown" in out
+    assert re.search(r"#1 +127\.0\.0\.1:\d+ +127\.0\.0\.1:9999 +write 6 B → all, write 6 B → -1 EPIPE", out)
+    every = invoke(["watch", "--replay", str(KPROBE), "--all"]).output
+    assert re.search(r"connection #1  127\.0\.0\.1:\d+ → 127\.0\.0\.1:9999  watch_client \(pid \d+\), fd 3  "
+                     r"\(peer of #2\)", every)
+    assert re.search(r"connection #2  127\.0\.0\.1:9999 → 127\.0\.0\.1:\d+  no write-like call seen", every)
+    assert "2 connections: 1 healthy, 1 incidents" in every and "2 shown" in every
 
 
 def test_replay_json_is_the_core_schema_plus_connections():

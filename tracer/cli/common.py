@@ -5,6 +5,7 @@ import importlib.util
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, IO, NoReturn
 
@@ -128,9 +129,38 @@ class RecordFile:
             except OSError as exc:
                 fail(UserError(f"--record {self.path}: writing it failed ({exc.strerror or exc})"))
 
+    def stream(self) -> IO[str]:
+        """A file to write the recording into as it happens (a watch): a hidden file beside
+        FILE, which becomes FILE at finish(); discard() removes it, an existing FILE untouched."""
+        with interrupt.shielded():
+            folder, name = os.path.split(os.path.abspath(self.path))
+            fd, self.partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=folder)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # as open() would create FILE (mkstemp makes it 0600)
+            return os.fdopen(fd, "w", encoding="utf-8")
+
+    def finish(self, streamed: IO[str]) -> None:
+        with interrupt.shielded():
+            try:
+                streamed.close()
+                os.replace(self.partial, self.path)
+                self.partial = None
+            except OSError as exc:
+                fail(UserError(f"--record {self.path}: writing it failed ({exc.strerror or exc})"))
+            if self.file is not None:
+                self.file.close()
+                self.file = None
+
     def discard(self) -> None:
         """Nothing to record: close it, and remove it if this run created it."""
         with interrupt.shielded():
+            if getattr(self, "partial", None):
+                try:
+                    os.unlink(self.partial)
+                except FileNotFoundError:
+                    pass  # never written: nothing to remove
+                self.partial = None
             if self.file is None:
                 return
             self.file.close()

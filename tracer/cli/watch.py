@@ -12,22 +12,27 @@ from tracer.cli.common import (RecordFile, Seconds, abandon, check_outputs, fail
 
 
 class AlsoSvg:
-    """A watch's sink that passes everything on, then draws the watch's ladders into --svg FILE."""
+    """A watch's sink that passes everything on, then draws the shown connections' ladders
+    into --svg FILE (it keeps them until the end: a drawing of a long watch is large)."""
 
     def __init__(self, sink, path: str):
-        self.sink, self.path = sink, path
+        self.sink, self.path, self.cts = sink, path, []
 
     def start(self, wrec) -> None:
         self.sink.start(wrec)
 
     def connection(self, ct) -> None:
+        self.cts.append(ct)
         self.sink.connection(ct)
 
-    def end(self, wrec, cts) -> None:
+    def status(self, tally, live: int) -> None:
+        self.sink.status(tally, live)
+
+    def end(self, wrec, sel) -> None:
         from tracer.display.ladder import of_watch
 
-        self.sink.end(wrec, cts)
-        write_svg(of_watch(cts), self.path)
+        self.sink.end(wrec, sel)
+        write_svg(of_watch(self.cts), self.path)
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -37,10 +42,15 @@ class AlsoSvg:
 @click.option("--port", type=click.IntRange(1, 65535), help="Watch connections with this local or remote port.")
 @click.option("--duration", type=Seconds(0, min_open=True), metavar="SECONDS", help="Stop after SECONDS.")
 @click.option("--json", "as_json", is_flag=True,
-              help="NDJSON on stdout (the core's schema, plus connections; see README). A command's stdout "
-                   "goes to stderr.")
+              help="NDJSON on stdout (the core's schema, plus connections; see README): every connection, "
+                   "unless --incidents-only. A command's stdout goes to stderr.")
+@click.option("--all", "show_all", is_flag=True,
+              help="Show every connection (by default the console shows the incidents: a write after the "
+                   "peer's FIN or RST, a failed call, an RST sent or received, SIGPIPE; the rest are counted).")
+@click.option("--incidents-only", is_flag=True, help="With --json: only the incidents' connections.")
 @click.option("--record", type=click.Path(dir_okay=False, writable=True),
-              help="Also save the raw events to FILE, for `trace-halfclose watch --replay FILE`.")
+              help="Also save the raw events to FILE as they come, for `trace-halfclose watch --replay FILE` "
+                   "(every event: this costs time on a busy server).")
 @click.option("--replay", "replay_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Annotate a watch saved with --record (no root, no BPF needed).")
 @click.option("--backend", type=click.Choice(["auto", "kprobe", "fentry", "tracepoint"]), default="auto",
@@ -48,8 +58,8 @@ class AlsoSvg:
 @ladder_options
 @click.option("--pcap", "pcap_file", metavar="FILE", help="Not supported by watch yet (the reproduction has it).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def watch(pids, comm, port, duration, as_json, record, replay_file, backend, ladder, svg, pcap_file,
-          command) -> None:
+def watch(pids, comm, port, duration, as_json, show_all, incidents_only, record, replay_file, backend, ladder, svg,
+          pcap_file, command) -> None:
     """Annotate the writes of any program: every write, send, sendto, sendmsg
     and writev on a watched TCP socket, with the kernel path of its result, and
     the socket's FIN, RST, sk_err and close, connection by connection.
@@ -58,6 +68,11 @@ def watch(pids, comm, port, duration, as_json, record, replay_file, backend, lad
     a COMMAND (after --) the probes are attached first, then the command starts;
     it and its new processes are watched, and the watch ends when it exits.
     Otherwise it runs until Ctrl-C or --duration.
+
+    Each connection is shown when its socket is destroyed (or it goes quiet),
+    then forgotten: memory stays bounded on a busy server. The console shows
+    the incidents, with alike consecutive calls folded into one line, and
+    counts the rest in a status line; --all shows every connection.
 
     SIGINT, SIGTERM or SIGHUP stop it: the command gets the same signal, the probes
     are detached, what was seen is shown, and the exit status is 128 + the signal
@@ -70,9 +85,16 @@ def watch(pids, comm, port, duration, as_json, record, replay_file, backend, lad
       sudo trace-halfclose vm -- watch --port 9999 -- sh tests/live/watch_clients.sh ./a.out 9999 1
     """
     from tracer.display import console
-    from tracer.process.connections import WatchRecording, show
+    from tracer.process.connections import WatchRecording
+    from tracer.process.selection import replay
 
     check_outputs(as_json, ladder, svg)
+    if show_all and incidents_only:
+        fail(UserError("--all shows every connection and --incidents-only only the incidents: give one of them"))
+    if incidents_only and not as_json:
+        fail(UserError("--incidents-only is for --json (the console shows the incidents by default; "
+                       "--all shows every connection)"))
+    every = show_all or (as_json and not incidents_only)
     if pcap_file is not None:
         from tracer.cli.evidence import WATCH_PCAP
 
@@ -91,13 +113,14 @@ def watch(pids, comm, port, duration, as_json, record, replay_file, backend, lad
             fail(UserError(f"cannot read {replay_file}: {exc}", "give a file written by `trace-halfclose watch --record`"))
         sink = _sink(as_json, ladder, svg)
         try:
-            show(wrec, sink)
+            replay(wrec, sink, every)
         except BrokenPipeError:
             stdout_gone()
         return
     from tracer.collect.watch import WatchOptions, check_options, run
 
-    opts = WatchOptions(tuple(pids), comm, port, tuple(command), duration, backend, command_to_stderr=as_json)
+    opts = WatchOptions(tuple(pids), comm, port, tuple(command), duration, backend, show_all=every,
+                        command_to_stderr=as_json)
     try:
         opts, notes = check_options(opts)
     except UserError as exc:
@@ -112,13 +135,14 @@ def watch(pids, comm, port, duration, as_json, record, replay_file, backend, lad
         spinner.stop()
         console.note(f"trace-halfclose watch: {msg}")
 
+    streamed = out.stream() if out else None
     try:
         try:
-            wrec = run(opts, sink, ready=ready)
+            wrec = run(opts, sink, ready=ready, record=streamed)
         finally:
             spinner.stop()
         if out:
-            out.commit(wrec.dump)
+            out.finish(streamed)
     except (UserError, KeyboardInterrupt) as exc:
         abandon(out, exc, "before the watch began; nothing is left attached" if getattr(exc, "before_watch", False)
                 else "probes detached" + (", the command stopped" if command else ""))

@@ -19,9 +19,13 @@ from pathlib import Path
 from tracer import interrupt
 from tracer.errors import UserError
 from tracer.kernel.names import TASK_COMM_LEN
-from tracer.record.event import Event, Packet, RawEvent, RawPacket, decode, decode_packet
+from tracer.record.event import RAW_SIZE, Event, rows_of, Packet, RawEvent, RawPacket, decode, decode_packet
+from tracer.collect import ringbuf
 from tracer.collect.plan import CLIENT_IO, EXPLICIT, Plan, Probe
 from tracer.collect.sources import CAPTURE_PART, compile_flags, parts, program_text
+
+
+MAX_BATCH = 50_000  # records per poll() in raw mode (some 0.1 s of work)
 
 
 def _said(text: str) -> None:
@@ -126,14 +130,16 @@ class BpfSession:
     attached. close() can be called any number of times; it leaves bcc's atexit
     cleanup nothing to do, and unregisters it."""
 
-    def __init__(self, plan: Plan, extra_cflags: list[str] | tuple[str, ...] = ()):
+    def __init__(self, plan: Plan, extra_cflags: list[str] | tuple[str, ...] = (), raw: bool = False):
         self.plan = plan
+        self.raw = raw  # poll() hands out each record's bytes (the watch decodes what it needs)
         self.cflags = compile_flags(plan.defines(), extra_cflags)
         self.text = program_text(plan.mode, plan.backend, self.cflags)
         self.bpf = None
         self._pending: list[Event] = []
         self._packets: list[Packet] = []
         self._io: list[Probe] = []
+        self._reader: ringbuf.RingReader | None = None  # raw: the events' pages read directly
 
     def load(self) -> None:
         """Compile (bcc attaches the KFUNC_PROBE and TRACEPOINT_PROBE programs here),
@@ -171,7 +177,10 @@ class BpfSession:
                 self._attach(probe)
             except Exception as exc:  # bcc raises plain Exception
                 raise BackendUnavailable(f"attaching {probe.name} failed: {exc}") from None
-        self.bpf["events"].open_ring_buffer(self._on_event)
+        if self.raw and ringbuf.available():
+            self._reader = ringbuf.RingReader(self.bpf["events"].map_fd, RAW_SIZE)
+        else:
+            self.bpf["events"].open_ring_buffer(self._on_raw if self.raw else self._on_event)
         if CAPTURE_PART in parts(self.plan.mode, self.plan.backend):  # the packets' bytes, a second ring buffer
             self.bpf["packets"].open_ring_buffer(self._on_packet)
 
@@ -188,6 +197,9 @@ class BpfSession:
 
     def _on_event(self, _ctx, data, _size) -> None:
         self._pending.append(decode(ctypes.cast(data, ctypes.POINTER(RawEvent)).contents))
+
+    def _on_raw(self, _ctx, data, _size) -> None:
+        self._pending.append(ctypes.string_at(data, RAW_SIZE))
 
     def _on_packet(self, _ctx, data, _size) -> None:
         self._packets.append(decode_packet(ctypes.cast(data, ctypes.POINTER(RawPacket)).contents))
@@ -212,7 +224,12 @@ class BpfSession:
             probes, self._io = self._io, []
             _detach_tracepoints(self.bpf, [p.target.encode() for p in probes])
 
-    def poll(self, timeout_ms: int = 0) -> list[Event]:
+    def poll(self, timeout_ms: int = 0) -> list:
+        """The events that came since the last call: Events, or their records' bytes (raw;
+        at most MAX_BATCH of them: the caller checks its clock between batches)."""
+        if self._reader is not None:
+            self._reader.wait(timeout_ms)  # a signal interrupts it: no ctypes callback runs here
+            return self._reader.read(MAX_BATCH)
         # Shielded: bcc calls _on_event from C, and an exception raised in a ctypes callback
         # is printed and dropped ("Exception ignored on calling ctypes callback function"), so
         # a signal must not be raised there; it is raised once the poll returns (epoll_wait
@@ -220,7 +237,11 @@ class BpfSession:
         with interrupt.shielded():
             self.bpf.ring_buffer_poll(timeout_ms)
         out, self._pending = self._pending, []
-        return out
+        return rows_of(out) if self.raw else out
+
+    def backlog(self) -> float:
+        """How full the events' ring buffer is (0..1; 0 when bcc reads it)."""
+        return self._reader.backlog() if self._reader is not None else 0.0
 
     def lost(self) -> int:
         return sum(int(v) for v in self.bpf["dropped"][ctypes.c_int(0)])
@@ -231,6 +252,9 @@ class BpfSession:
                 return
             self.end_client_io()
             bpf, self.bpf = self.bpf, None
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             _detach_tracepoints(bpf, list(bpf.tracepoint_fds))  # what bcc's cleanup would do one by one
             try:
                 bpf.cleanup()  # detaches each probe bcc lists, closes the programs and ring buffers

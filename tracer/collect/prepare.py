@@ -96,15 +96,16 @@ def offsets_for(plan: Plan, btf: Btf) -> list[str]:
 
 
 def load_first(plans: list[Plan], skipped: list[str], progress: Callable[[str], None],
-               extra_cflags: list[str] | tuple[str, ...] = ()):
+               extra_cflags: list[str] | tuple[str, ...] = (), raw: bool = False):
     """Load the first plan the kernel accepts (auto: kprobe, then fentry, then
     tracepoints); a refused backend is added to skipped. Returns (session, plan).
-    The plans are prepare()'s, which carry their struct offsets."""
+    The plans are prepare()'s, which carry their struct offsets. raw: the session
+    hands out records' bytes (BpfSession)."""
     from tracer.collect.bpf import BackendUnavailable, BpfSession  # bcc only once the checks passed
 
     for i, plan in enumerate(plans):
         progress(f"compiling and loading the BPF programs ({plan.backend} backend, bcc)")
-        session = BpfSession(plan, [*plan.offsets, *extra_cflags])
+        session = BpfSession(plan, [*plan.offsets, *extra_cflags], raw=raw)
         try:
             session.load()
             return session, plan

@@ -28,18 +28,27 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import IO, Callable, Protocol
 
 from tracer import interrupt
 from tracer.collect.bpf import BpfSession
 from tracer.collect.prepare import load_first, new_recording, prepare
 from tracer.errors import UserError
 from tracer.kernel.names import TASK_COMM_LEN, TCP_STATES_FALLBACK, state_names_from_btf
-from tracer.record.recording import UserMark
-from tracer.process.connections import START_MARK, ConnTimeline, Grouper, WatchRecording, annotate_connection, peer_of
+from tracer.record.recording import UserMark, WatchRecordWriter
+from tracer.process.connections import START_MARK, ConnTimeline, WatchRecording
+from tracer.process.selection import Selection
+from tracer.process.stream import Stream, Tally
 
-POLL_MS = 100
+POLL_MS = 50  # the longest wait for events: the clock and the signals are checked between polls
 DRAIN_S = 0.3  # after the command or the watched processes are gone: their sockets' last events
+STOP_BUDGET_S = 0.5  # at the stop, what is left is shown for this long; the rest is counted
+STOP_DRAIN_S = 0.25  # at the stop, the ring buffer is read for at most this long
+STATUS_S = 0.5
+SHED_FROM, SHED_UNTIL = 0.10, 0.02  # ring buffer fill: healthy connections only counted from/until  # the live status line's period
+# The ring buffer's pages (8 MiB: about 100,000 records, a second of a busy server), so a
+# slow moment in user space loses nothing.
+RINGBUF_PAGES = 2048
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,7 @@ class WatchOptions:
     command: tuple[str, ...] = ()
     duration: float | None = None
     backend: str = "auto"
+    show_all: bool = False  # every connection, not only the incidents
     command_to_stderr: bool = False  # the command's stdout goes to stderr (--json keeps stdout NDJSON)
 
     @property
@@ -128,11 +138,12 @@ def describe_filter(opts: WatchOptions) -> str:
 
 
 class Sink(Protocol):
-    """Where a watch's output goes (render.WatchConsole, jsonout.WatchJson)."""
+    """Where a watch's output goes (console.WatchConsole, ndjson.WatchJson)."""
 
     def start(self, wrec: WatchRecording) -> None: ...
     def connection(self, ct: ConnTimeline) -> None: ...
-    def end(self, wrec: WatchRecording, cts: list[ConnTimeline]) -> None: ...
+    def status(self, tally: Tally, live: int) -> None: ...  # the counts so far (a live status line)
+    def end(self, wrec: WatchRecording, sel: Selection) -> None: ...
 
 
 KEEPER = Path(__file__).resolve().with_name("keeper.py")
@@ -241,11 +252,18 @@ class _Command:
 
 
 def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda _: None,
-        ready: Callable[[str], None] = lambda _: None) -> WatchRecording:
+        ready: Callable[[str], None] = lambda _: None, record: IO[str] | None = None) -> WatchRecording:
     """Watch until Ctrl-C, --duration, or the end of the command (or of the --pid processes).
-    Connections go to the sink as they end (their socket destroyed), the others at the end.
-    progress: what is being done; ready: the probes are attached. opts: as check_options()
+    Connections are handed out as they end (their socket destroyed), go quiet, or grow too
+    long (tracer/process/stream.py); the incidents, or all with opts.show_all, go to the
+    sink, the rest are counted. progress: what is being done; ready: the probes are
+    attached; record: a file the raw events stream to (--record). opts: as check_options()
     returned them (the CLI checks them before anything else).
+
+    The loop polls with a short timeout and checks the clock and the signals between
+    batches and between the connections it shows: --duration and Ctrl-C are honoured at
+    every moment. What is left at the stop is shown for at most STOP_BUDGET_S; the rest is
+    counted in the summary (Tally.unshown_at_stop).
 
     A signal (SIGINT, SIGTERM, SIGHUP; tracer/interrupt.py) once the probes are attached
     ends the watch: the command gets the same signal, the probes are detached, and what
@@ -254,30 +272,48 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
     try:
         plans, skipped, btf, view = prepare("watch", opts.backend, follow=opts.follow, by_pid=opts.by_pid)
         names = state_names_from_btf(btf) or dict(TCP_STATES_FALLBACK)
-        session, plan = load_first(plans, skipped, progress, filter_defines(opts, names))
+        session, plan = load_first(plans, skipped, progress,
+                                   [*filter_defines(opts, names), f"-DHC_RINGBUF_PAGES={RINGBUF_PAGES}"], raw=True)
     except KeyboardInterrupt as exc:
         exc.before_watch = True  # nothing attached is left, no command was started
         raise
     marks = [UserMark(START_MARK, t0), UserMark("probes attached", time.monotonic_ns())]
     rec = replace(new_recording(plan, btf, skipped, view), scenario="watch", marks=marks)
     wrec = WatchRecording(rec, opts.filter_json(), t0)
-    grouper, shown, command = Grouper(), [], None
+    stream = Stream(rec.state_names)
 
-    def show(conns) -> None:
-        for c in conns:
-            ct = annotate_connection(wrec, c, peer_of(c, grouper.all))
-            shown.append(ct)
-            sink.connection(ct)
+    def behind(shedding: bool) -> bool:
+        """Behind (the ring buffer filling up): the healthy connections are only counted until
+        the reader has caught up, so that the incidents are still shown (--all, --json)."""
+        return session.backlog() > (SHED_UNTIL if shedding else SHED_FROM)
 
-    def take(timeout_ms: int) -> None:
-        new = session.poll(timeout_ms)
-        rec.events += new
-        grouper.add(new)
-        rec.lost_events = session.lost()
+    sel = Selection(wrec, stream, sink, opts.show_all, behind)
+    tally = sel.tally
+    writer = WatchRecordWriter(record) if record is not None else None
+    command = None
+    end = None  # monotonic seconds of --duration's end
+    next_status = 0.0
+
+    def past_end() -> bool:
+        return end is not None and time.monotonic() >= end
+
+    def take(timeout_ms: int) -> int:
+        raw = session.poll(timeout_ms)
+        if raw:
+            stream.add(raw)
+            tally.events += len(raw)
+            if writer:
+                writer.records(raw)
+        tally.lost = rec.lost_events = session.lost()
+        return len(raw)
 
     def collect(timeout_ms: int) -> None:
+        nonlocal next_status
         take(timeout_ms)
-        show(grouper.complete(time.monotonic_ns()))
+        sel.hand_out(stream.ready(time.monotonic_ns()), past_end)
+        if time.monotonic() >= next_status:
+            next_status = time.monotonic() + STATUS_S
+            sink.status(tally, len(stream.live))
 
     try:
         for pid in opts.pids:
@@ -291,6 +327,8 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
             wrec.command_pid = command.pid
             rec.marks.append(UserMark(f"command started: pid {command.pid}: {' '.join(opts.command)}",
                                       time.monotonic_ns()))
+        if writer:
+            writer.start(wrec)
         sink.start(wrec)
         end = time.monotonic() + opts.duration if opts.duration else None
         while True:
@@ -300,7 +338,7 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
                 wrec.stop_reason = "the command exited"
             elif opts.pids and not any((Path("/proc") / str(p)).is_dir() for p in opts.pids):
                 wrec.stop_reason = "the watched processes exited"
-            elif end is not None and time.monotonic() >= end:
+            elif past_end():
                 wrec.stop_reason = "--duration elapsed"
             if wrec.stop_reason:
                 break
@@ -320,10 +358,16 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
                 if wrec.command_status is None:
                     wrec.command_status = command.returncode
             try:
-                take(0)
+                drain = time.monotonic() + STOP_DRAIN_S
+                while take(0) and time.monotonic() < drain:
+                    pass  # what the ring buffer still holds, for at most STOP_DRAIN_S
             finally:
                 session.close()
     interrupt.rearm()  # the probes are detached and the command ended: a signal may cut what follows
-    show(grouper.rest())
-    sink.end(wrec, shown)
+    budget = time.monotonic() + STOP_BUDGET_S
+    sink.status(tally, len(stream.live))
+    sel.hand_out(stream.rest(), lambda: time.monotonic() >= budget)
+    if writer:
+        writer.finish(wrec)
+    sink.end(wrec, sel)
     return wrec

@@ -13,6 +13,7 @@ from rich.text import Text
 from tracer.display import ladder as ladders
 from tracer.display import words
 from tracer.kernel.names import err_name, ret_name, shutdown_name
+from tracer.process.fold import Fold, fold
 from tracer.process.timeline import UNTRACED_CALL, IoNote, KernelNote, MarkNote, QueryNote, Timeline
 from tracer.errors import UserError
 
@@ -338,7 +339,8 @@ def watch_header(wrec, console: Console) -> None:
 
 
 def watch_connection(ct, console: Console) -> None:
-    """One connection: who, where, then its timeline, as the reproduction's."""
+    """One connection: who, where, why it is shown, then its timeline with alike
+    consecutive calls folded into one line each (tracer/process/fold.py)."""
     _connection_head(ct, console)
 
     def by_whom(w: IoNote) -> None:
@@ -346,7 +348,12 @@ def watch_connection(ct, console: Console) -> None:
         call = f"{k.name}(2)" if k.name != UNTRACED_CALL else f"{UNTRACED_CALL} (its caller is not traced)"
         console.print(f"{'':14}[dim]{call} on fd {_fd(k.fd)} by {escape(k.comm)} (pid {k.pid})[/]")
 
-    _items(console, ct.timeline, ct.items, sides=False, after_write=by_whom)
+    name_of = lambda w: ct.call_of(w).name  # noqa: E731
+    for item in fold(ct.items, name_of):
+        if isinstance(item, Fold):
+            console.print(f"[cyan]{_ms(item.t_ns)}[/]  [bold]{escape(words.fold_line(item, name_of(item.first)))}[/]")
+        else:
+            _items(console, ct.timeline, [item], sides=False, after_write=by_whom)
     _connection_tail(ct, console)
 
 
@@ -371,33 +378,63 @@ def _connection_head(ct, console: Console) -> None:
     console.print()
     console.print(f"[bold]connection #{c.conn}[/]  {_endpoint(ct.laddr, ct.lport)} → "
                   f"{_endpoint(ct.raddr, ct.rport)}  {who}{peer}")
+    if ct.rules:
+        console.print(f"{'':14}[bold red]incident:[/] {escape(words.rules(ct.rules))}")
+    if words.end_note(ct.end):
+        console.print(f"{'':14}[dim]shown: {escape(words.end_note(ct.end))}[/]")
 
 
 def _connection_tail(ct, console: Console) -> None:
-    """Calls whose return was not seen, and the connection's findings."""
+    """Calls whose return was not seen, and the connection's findings (alike calls folded)."""
     for k in ct.calls:
         if k.ret is None:
             console.print(f"[cyan]{_ms(k.t_start_ns - ct.timeline.t0_ns)}[/]  {k.name} on fd {_fd(k.fd)}: "
                           "its return was not seen (the watch stopped first, or a return probe missed it)")
-    if ct.timeline.findings:
-        _findings(console, ct.timeline)
+    tl = ct.timeline
+    if not tl.findings:
+        return
+    folds = {n.index: item for item in fold(tl.writes, lambda w: ct.call_of(w).name) if isinstance(item, Fold)
+             for n in item.notes}
+    table = Table(show_header=False, box=None, padding=(0, 1))
+    for f in tl.findings:
+        if f.kind == "call" and f.values["note"].index in folds and f.values["note"].op == "write":
+            item = folds[f.values["note"].index]
+            if f.values["note"] is item.first:
+                table.add_row("•", escape(words.fold_finding(item, ct.call_of(item.first).name)))
+            continue
+        table.add_row("•", escape(words.finding(f, tl)))
+    console.print(table)
 
 
-def watch_end(wrec, cts, console: Console) -> None:
+def watch_end(wrec, sel, console: Console) -> None:
+    """How the watch ended, a small table of the shown connections, and the counts."""
     console.print()
     t = _ms(wrec.stop_ns - wrec.t0_ns)
     if wrec.command_status is not None:
         console.print(f"[cyan]{t}[/]  [blue]{escape(words.command_end(wrec.command_status))}[/]")
     console.print(f"[cyan]{t}[/]  [blue]stopped: {escape(wrec.stop_reason)}[/]")
-    writes = [f"#{ct.conn.conn} {ct.call_of(w).name} {w.index} = " + (f"{w.ret}" if w.ret >= 0 else f"-1 {w.errno}")
-              for ct in cts for w in ct.timeline.writes]
-    console.print(f"{len(cts)} connection(s); write-like calls: {', '.join(writes) or 'none'}")
+    if sel.rows:
+        table = Table(box=None, padding=(0, 1), show_edge=False)
+        for col in ("conn", "local", "remote", "write-like calls", "incident"):
+            table.add_column(col, overflow="fold")
+        for r in sel.rows:
+            table.add_row(f"#{r.conn}", _endpoint(r.laddr, r.lport), _endpoint(r.raddr, r.rport),
+                          escape(words.calls_cell(r.writes)), escape(words.rules(r.rules, short=True)) or "-")
+        console.print(table)
+        if sel.rows_left_off:
+            console.print(f"[dim]… and {sel.rows_left_off:,} more shown above[/]")
+    console.print(escape(words.tally_line(sel.tally)))
+    if sel.tally.shed:
+        console.print(f"[yellow]{escape(words.shed_line(sel.tally))}[/]")
+    if sel.tally.unshown_at_stop:
+        console.print(f"[yellow]{escape(words.unshown_line(sel.tally))}[/]")
     if wrec.rec.lost_events:
-        console.print(f"[red]WARNING: {wrec.rec.lost_events} events were lost (ring buffer full)[/]")
+        console.print(f"[red]{escape(words.lost_line(wrec.rec.lost_events))}[/]")
 
 
 class WatchConsole:
-    """A watch for people, connection by connection as they end (a tracer.watch.Sink).
+    """A watch for people, connection by connection as they end (a tracer.collect.watch.Sink),
+    with a live status line on stderr when it is a terminal.
 
     as_ladder: each connection as a ladder diagram; one whose peer is watched too waits
     for it, and the two are drawn as one ladder when the second ends."""
@@ -406,22 +443,52 @@ class WatchConsole:
         self.console = console or out_console()
         self.as_ladder = as_ladder
         self.waiting: dict[int, object] = {}  # conn -> a connection waiting for its peer
+        self._status = None  # rich's Status on stderr, while watching
 
     def start(self, wrec) -> None:
         watch_header(wrec, self.console)
 
-    def connection(self, ct) -> None:
-        if not self.as_ladder:
-            watch_connection(ct, self.console)
-        elif ct.peer in self.waiting:
-            watch_ladder(ct, self.waiting.pop(ct.peer), self.console)
-        elif ct.peer is not None:
-            self.waiting[ct.conn.conn] = ct
+    def status(self, tally, live: int) -> None:
+        if not err_console.is_terminal:
+            return
+        text = escape(words.status_line(tally, live))
+        if self._status is None:
+            self._status = err_console.status(text)
+            self._status.start()
         else:
-            watch_ladder(ct, None, self.console)
+            self._status.update(text)
 
-    def end(self, wrec, cts) -> None:
+    def _paused(self):
+        """Output on the terminal while the status line is drawn: stop it, print, restart."""
+        status = self._status
+
+        @contextlib.contextmanager
+        def pause():
+            if status is not None:
+                status.stop()
+            try:
+                yield
+            finally:
+                if status is not None:
+                    status.start()
+        return pause()
+
+    def connection(self, ct) -> None:
+        with self._paused():
+            if not self.as_ladder:
+                watch_connection(ct, self.console)
+            elif ct.peer in self.waiting:
+                watch_ladder(ct, self.waiting.pop(ct.peer), self.console)
+            elif ct.peer is not None:
+                self.waiting[ct.conn.conn] = ct
+            else:
+                watch_ladder(ct, None, self.console)
+
+    def end(self, wrec, sel) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
         for ct in self.waiting.values():  # its peer never ended: drawn alone
             watch_ladder(ct, None, self.console)
         self.waiting.clear()
-        watch_end(wrec, cts, self.console)
+        watch_end(wrec, sel, self.console)

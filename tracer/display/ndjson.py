@@ -147,7 +147,9 @@ def write(tl: Timeline, out: IO[str], claims=(), verdict=None, tag_scenario: boo
 def watch_start_lines(wrec) -> Iterator[dict]:
     """The meta line and the start marks."""
     rec = wrec.rec
-    yield meta(rec, "watch", filter=wrec.filter, command_pid=wrec.command_pid)
+    # t0_ns: the origin of every t_ms (CLOCK_MONOTONIC), so a reader on the same machine can
+    # time a line against the kernel's events (scripts/bench_watch.py: destruction to print).
+    yield meta(rec, "watch", filter=wrec.filter, command_pid=wrec.command_pid, t0_ns=wrec.t0_ns)
     for m in rec.marks:
         yield {"type": "user", "t_ms": _t_ms(m.t_ns, wrec.t0_ns), "what": m.what}
 
@@ -175,6 +177,8 @@ def watch_connection_lines(ct) -> Iterator[dict]:
         "t_ms": _t_ms(c.first_ns, tl.t0_ns),
         "end_t_ms": _t_ms(c.ended_ns, tl.t0_ns) if c.ended_ns is not None else None,
         "destroyed": c.destroyed,
+        "incident": [r.value for r in ct.rules],
+        "shown_at": ct.end.value if ct.end is not None else "destroyed",
         "unfinished_calls": [{"call": k.name, "pid": k.pid, "fd": k.fd, "t_ms": _t_ms(k.t_start_ns, tl.t0_ns)}
                              for k in ct.calls if k.ret is None],
     }
@@ -186,18 +190,29 @@ def watch_connection_lines(ct) -> Iterator[dict]:
     yield from items(tl, call, {"conn": c.conn}, marks=False)
 
 
-def watch_end_lines(wrec, cts) -> Iterator[dict]:
+def watch_end_lines(wrec, sel) -> Iterator[dict]:
+    """How it ended, then the counts: every connection seen, shown or not. "writes" lists
+    the shown connections' calls (the first SUMMARY_ROWS connections')."""
+    t = sel.tally
     if wrec.command_status is not None:
         yield {"type": "user", "t_ms": _t_ms(wrec.stop_ns, wrec.t0_ns),
                "what": words.command_end(wrec.command_status)}
     yield {"type": "user", "t_ms": _t_ms(wrec.stop_ns, wrec.t0_ns), "what": f"stopped: {wrec.stop_reason}"}
     yield {
         "type": "summary",
-        "connections": len(cts),
-        "writes": [{"conn": ct.conn.conn, "index": w.index, "call": ct.call_of(w).name, "ret": w.ret,
-                    "errno": w.errno} for ct in cts for w in ct.timeline.writes],
-        "events": len(wrec.rec.events),
-        "lost_events": wrec.rec.lost_events,
+        "connections": t.connections,
+        "healthy": t.healthy,
+        "incidents": t.incidents,
+        "incident_rules": {r.value: n for r, n in sorted(t.by_rule.items(), key=lambda x: x[0].value)},
+        "shown": t.shown,
+        "unshown_at_stop": t.unshown_at_stop,
+        "unshown_incidents": t.unshown_incidents,
+        "shed_healthy": t.shed,
+        "writes": [{"conn": r.conn, "index": i, "call": name, "ret": ret, "errno": errno}
+                   for r in sel.rows for i, name, _size, ret, errno in r.writes if ret is not None],
+        "writes_left_off_connections": sel.rows_left_off,
+        "events": t.events,
+        "lost_events": t.lost,
     }
 
 
@@ -218,8 +233,11 @@ class WatchJson:
     def connection(self, ct) -> None:
         self._put(watch_connection_lines(ct))
 
-    def end(self, wrec, cts) -> None:
-        self._put(watch_end_lines(wrec, cts))
+    def status(self, tally, live: int) -> None:
+        """No status line in JSON: the summary line has the counts."""
+
+    def end(self, wrec, sel) -> None:
+        self._put(watch_end_lines(wrec, sel))
 
 
 # --- compare (trace-halfclose compare) ------------------------------------------------

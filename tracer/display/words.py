@@ -491,3 +491,101 @@ def query_decision(q) -> str:
     bits = f.get("bits") or []
     why = "; ".join(f"{b}: {POLL_WHY.get(b, '?')}" for b in bits) or "no bit set"
     return f"decided {tag}tcp_poll{state}: {why} (POLLERR and POLLHUP are reported unasked: do_pollfd)"
+
+
+# --- a busy watch: incidents, folded calls, counts (tracer/process/stream.py, fold.py) ---
+
+RULE_WORDS = {
+    "write_after_fin": "a write after the peer's FIN",
+    "write_after_rst": "a write after an RST (or with sk_err set)",
+    "call_failed": "a call failed",
+    "rst_received": "an RST received",
+    "rst_sent": "an RST sent (closed from ESTABLISHED/CLOSE_WAIT without FINs)",
+    "sigpipe": "SIGPIPE",
+}
+RULE_SHORT = {"write_after_fin": "write after FIN", "write_after_rst": "write after RST", "call_failed": "call failed",
+              "rst_received": "RST received", "rst_sent": "RST sent", "sigpipe": "SIGPIPE"}
+END_WORDS = {
+    "destroyed": "",
+    "quiet": "no event for a while (still open: later events start a new part)",
+    "part": "its events so far (too many to keep: the rest follows as another part)",
+    "stopped": "still open when the watch stopped",
+}
+
+
+def rules(values, short: bool = False) -> str:
+    """An incident's rules: why the connection is shown (short: for a table's cell)."""
+    return (", " if short else "; ").join((RULE_SHORT if short else RULE_WORDS)[r.value] for r in values)
+
+
+def end_note(end) -> str:
+    return END_WORDS[end.value] if end is not None else ""
+
+
+def _n(x: int) -> str:
+    return f"{x:,}"
+
+
+def fold_line(f, name: str) -> str:
+    """Consecutive alike calls: "writes 2–42: sendto 65,536 B each → 65,536, ESTABLISHED, queued"."""
+    (lo, hi), (rlo, rhi) = f.sizes, f.rets
+    size = f"{_n(lo)} B each" if lo == hi else f"{_n(lo)}–{_n(hi)} B"
+    last = f.last
+    if last.killed_by:
+        res = f"killed by {last.killed_by}"
+    elif last.ret < 0:
+        res = f"-1 {last.errno}"
+    else:
+        res = (_n(rlo) if rlo == rhi else f"{_n(rlo)}–{_n(rhi)}")
+    branch = last.decision.branch.value
+    state = last.state or "not observed"
+    return f"{f.first.op}s {f.first.index}–{last.index}: {name} {size} → {res}, {state}, {branch}"
+
+
+def fold_finding(f, name: str) -> str:
+    """The findings' line for the same calls: the first one's decision stands for all."""
+    return f"{f.first.op}s {f.first.index}–{f.last.index} ({f.count} alike) = {result(f.last)}: {decision(f.last)}"
+
+
+def status_line(t, live: int) -> str:
+    """The live status line (stderr, a terminal only)."""
+    return (f"{_n(t.connections)} conns ({_n(live)} open), {_n(t.healthy)} healthy, {_n(t.incidents)} incidents, "
+            f"{_n(t.events)} events, {_n(t.lost)} lost")
+
+
+def tally_line(t) -> str:
+    """The closing count of everything seen, shown or not."""
+    rule_counts = ", ".join(f"{RULE_SHORT[r.value]} {n}" for r, n in sorted(t.by_rule.items(), key=lambda x: x[0].value))
+    return (f"{_n(t.connections)} connections: {_n(t.healthy)} healthy, {_n(t.incidents)} incidents"
+            + (f" ({rule_counts})" if rule_counts else "") + f", {_n(t.shown)} shown; "
+            f"{_n(t.events)} events, {_n(t.lost)} lost")
+
+
+def unshown_line(t) -> str:
+    """What the stop left unshown, in one line (never replayed for minutes)."""
+    return (f"at the stop, {_n(t.unshown_at_stop)} connections were not shown (no time left; "
+            f"{_n(t.unshown_incidents)} of them incidents): counted above")
+
+
+def shed_line(t) -> str:
+    return (f"{_n(t.shed)} healthy connections were counted but not shown: the tool was behind (its ring "
+            "buffer filling up), and showed the incidents first")
+
+
+def lost_line(lost: int) -> str:
+    return (f"WARNING: {_n(lost)} events were lost in the kernel (ring buffer full: user space did not keep "
+            "up); connections may be incomplete or missing")
+
+
+def calls_cell(writes) -> str:
+    """A summary table's cell: a connection's write-like calls, alike ones counted together."""
+    parts: list[list] = []
+    for _index, name, size, ret, errno in writes:
+        res = "?" if ret is None else (f"-1 {errno}" if ret < 0 else ("all" if ret == size else _n(ret)))
+        key = (name, size, res)
+        if parts and parts[-1][0] == key:
+            parts[-1][1] += 1
+        else:
+            parts.append([key, 1])
+    return ", ".join(f"{n}× {name} {_n(size)} B → {res}" if n > 1 else f"{name} {_n(size)} B → {res}"
+                     for (name, size, res), n in parts) or "none"

@@ -79,54 +79,15 @@ class Connection:
         return family, None, None
 
 
-class Grouper:
-    """Events to connections, as they arrive (watch) or all at once (replay)."""
-
-    def __init__(self) -> None:
-        self.live: dict[int, Connection] = {}  # sk -> its current connection
-        self.all: list[Connection] = []
-        self._shown: set[int] = set()
-
-    def add(self, events: Iterable[Event]) -> None:
-        for e in sorted(events, key=lambda e: e.ts_ns):
-            if not e.sk:
-                continue
-            c = self.live.get(e.sk)
-            joins = e.kind == Kind.WATCH_ADDR and e.addr_part in (0, 1)
-            # A new connection at this address: after the socket's destruction (only
-            # returns of functions running then may follow), or a second join. The
-            # join's event may come after the first event of a write it joined in
-            # (a call's entry carries the call's start time).
-            if c is None or (c.ended_ns is not None and not e.is_return) or (joins and c.joined):
-                if c is not None and c.ended_ns is None:
-                    c.ended_ns = e.ts_ns
-                c = Connection(len(self.all) + 1, e.sk)
-                self.live[e.sk] = c
-                self.all.append(c)
-            c.events.append(e)
-            c.joined |= joins
-            if e.kind == Kind.WATCH_DESTROY:
-                c.ended_ns = e.ts_ns
-
-    def complete(self, now_ns: int, grace_ns: int = GRACE_NS) -> list[Connection]:
-        """Connections that ended more than grace_ns ago and were not handed out yet."""
-        done = [c for c in self.all if c.conn not in self._shown and c.ended_ns is not None
-                and now_ns - c.ended_ns > grace_ns]
-        return self._hand_out(done)
-
-    def rest(self) -> list[Connection]:
-        return self._hand_out([c for c in self.all if c.conn not in self._shown])
-
-    def _hand_out(self, conns: list[Connection]) -> list[Connection]:
-        conns.sort(key=Connection.order)
-        self._shown.update(c.conn for c in conns)
-        return conns
-
-
 def group(events: Iterable[Event]) -> list[Connection]:
-    g = Grouper()
-    g.add(events)
-    return g.rest()
+    """Events to connections, all at once, the way a watch hands them out at its stop
+    (tracer/process/stream.py is the one grouping, live and replayed)."""
+    from tracer.process.stream import Stream, rows_of
+    from tracer.record.event import to_raw
+
+    s = Stream({})
+    s.add(rows_of(to_raw(e) for e in events))
+    return [o.connection() for o, _ in s.rest()]
 
 
 # --- the write-like calls ------------------------------------------------------------
@@ -182,6 +143,8 @@ class ConnTimeline:
     calls: list[Call]
     timeline: Timeline
     peer: int | None = None  # the connection at the other end, when it is watched too
+    rules: tuple = ()  # the incident rules it matched (tracer/process/stream.py Rule); () healthy
+    end: object = None  # why it was handed out (stream.End); None: a recording shown whole
 
     @property
     def writers(self) -> list[tuple[int, str, int | None]]:
@@ -219,28 +182,8 @@ def annotate_connection(wrec: WatchRecording, conn: Connection, peer: int | None
     return ConnTimeline(conn, family, laddr, lport, raddr, rport, calls, tl, peer)
 
 
-def peer_of(conn: Connection, others: Iterable[Connection]) -> int | None:
-    """The watched connection at the other end (on loopback both ends can be watched)."""
-    (lport, rport), (_, laddr, raddr) = conn.ports(), conn.addresses()
-    if not (lport and rport and laddr):
-        return None
-    for o in others:
-        if o is not conn and o.ports() == (rport, lport) and o.addresses()[1:] == (raddr, laddr):
-            return o.conn
-    return None
+def connections(wrec: WatchRecording, show_all: bool = True) -> list[ConnTimeline]:
+    """The connections of a recording a watch shows (all, or the incidents), annotated, in its order."""
+    from tracer.process.selection import collected
 
-
-def connections(wrec: WatchRecording) -> list[ConnTimeline]:
-    """Every connection of a recording, annotated, in the order a live watch shows them."""
-    conns = group(wrec.rec.events)
-    return [annotate_connection(wrec, c, peer_of(c, conns)) for c in conns]
-
-
-def show(wrec: WatchRecording, sink) -> list[ConnTimeline]:
-    """A recorded watch, through the same sink (tracer.collect.watch.Sink) as a live one."""
-    sink.start(wrec)
-    cts = connections(wrec)
-    for ct in cts:
-        sink.connection(ct)
-    sink.end(wrec, cts)
-    return cts
+    return collected(wrec, show_all)

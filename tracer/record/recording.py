@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Iterable
 
-from tracer.record.event import Event, Packet
+from tracer.record.event import Event, Packet, raw_json_line
 from tracer.record import validate
 
 
@@ -102,16 +102,7 @@ class Recording:
         """A meta line, a line per mark, write, read, event and packet, then an end line
         that counts them: a file cut short (at a line's end, too) is refused on loading."""
         out = _Counted(out)
-        meta = {
-            k: v
-            for k, v in asdict(self).items()
-            if k not in ("marks", "writes", "reads", "queries", "events", "state_names", "packets")
-        }
-        meta["state_names"] = {str(k): v for k, v in self.state_names.items()}
-        if not meta["scenario_text"]:  # a built-in: its name says it all
-            del meta["scenario_text"]
-        meta["end_line"] = True  # recordings written before it existed have none
-        out.write(json.dumps({"record": "meta", **meta}) + "\n")
+        out.write(self.meta_line())
         for m in self.marks:
             out.write(json.dumps({"record": "mark", **asdict(m)}) + "\n")
         for w in self.writes:
@@ -125,6 +116,18 @@ class Recording:
         for p in self.packets:
             out.write(json.dumps({"record": "packet", **p.to_json()}) + "\n")
         out.end()
+
+    def meta_line(self) -> str:
+        meta = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("marks", "writes", "reads", "queries", "events", "state_names", "packets")
+        }
+        meta["state_names"] = {str(k): v for k, v in self.state_names.items()}
+        if not meta["scenario_text"]:  # a built-in: its name says it all
+            del meta["scenario_text"]
+        meta["end_line"] = True  # recordings written before it existed have none
+        return json.dumps({"record": "meta", **meta}) + "\n"
 
     @classmethod
     def load_lines(cls, lines: Iterable[str | bytes]) -> "Recording":
@@ -253,6 +256,21 @@ class WatchRecording:
     def load_lines(cls, lines: Iterable[str | bytes]) -> "WatchRecording":
         it = iter(lines)
         first = next(it, b"")
+        stop: dict = {}
+
+        def without_stop(lines):
+            """A streamed recording's "watch_stop" line (WatchRecordWriter) is read here, not by
+            Recording: a blank line in its place keeps the other lines' numbers."""
+            for line in lines:
+                text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+                if text.startswith('{"record": "watch_stop"'):
+                    try:
+                        stop.update(json.loads(text))
+                    except ValueError:
+                        raise ValueError("a watch_stop line that is not JSON") from None
+                    yield b""
+                else:
+                    yield line
         try:
             head = json.loads(first)
             if not isinstance(head, dict) or head.get("record") != "watch":
@@ -265,10 +283,50 @@ class WatchRecording:
             validate.check_fields(cls, head, only=set(keys))
         except ValueError as exc:
             raise ValueError(f"line 1: not a watch recording's first line ({exc})") from None
-        rec = Recording.load_lines(itertools.chain([b""], it))  # a blank line 1: its lines keep their numbers
+        rec = Recording.load_lines(itertools.chain([b""], without_stop(it)))  # a blank line 1: lines keep numbers
+        if stop:
+            stop.pop("record")
+            validate.check_fields(cls, stop, only={*keys, "lost_events"})
+            lost = stop.pop("lost_events", rec.lost_events)
+            if not isinstance(lost, int) or isinstance(lost, bool) or lost < 0:
+                raise ValueError(f"the watch_stop line: lost_events is {lost!r}, not a count")
+            rec.lost_events = lost
+            head.update(stop)
         return cls(rec, **{k: head[k] for k in keys if k in head})
 
     @classmethod
     def load(cls, path) -> "WatchRecording":
         with open(path, "rb") as f:
             return cls.load_lines(f)
+
+
+class WatchRecordWriter:
+    """`watch --record FILE`, streamed: the "watch" and meta lines at the start, each event
+    line as it arrives, the marks as they happen, then a "watch_stop" line (how the watch
+    ended, the events lost) and the end line. Nothing is kept in memory.
+    WatchRecording.load reads it as it reads one written whole."""
+
+    def __init__(self, out: IO[str]):
+        self.out, self.lines = out, 0  # lines after the meta line, for the end line
+
+    def start(self, wrec: WatchRecording) -> None:
+        self.out.write(json.dumps(wrec.header()) + "\n")
+        self.out.write(wrec.rec.meta_line())
+        for m in wrec.rec.marks:
+            self.mark(m)
+
+    def mark(self, m: UserMark) -> None:
+        self.out.write(json.dumps({"record": "mark", **asdict(m)}) + "\n")
+        self.lines += 1
+
+    def records(self, rows: list[tuple]) -> None:
+        """Rows as the ring reader gives them: the record's bytes last."""
+        self.out.write("".join(raw_json_line(r[-1]) for r in rows))
+        self.lines += len(rows)
+
+    def finish(self, wrec: WatchRecording) -> None:
+        stop = {k: v for k, v in wrec.header().items() if k in ("command_pid", "command_status", "stop_reason",
+                                                                  "stop_ns")}
+        self.out.write(json.dumps({"record": "watch_stop", **stop, "lost_events": wrec.rec.lost_events}) + "\n")
+        self.out.write(json.dumps({"record": "end", "lines": self.lines}) + "\n")
+        self.out.flush()
