@@ -285,8 +285,13 @@ c, _ = srv.accept()
 head = b""
 while b"\\r\\n\\r\\n" not in head:
     head += c.recv(4096)
-time.sleep(0.3)  # curl sends the body meanwhile
-c.sendall(b"HTTP/1.1 413 Payload Too Large\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n")
+# Close only with body bytes queued and unread, so that close() resets (tcp_close, net/ipv4/tcp.c):
+# closed with an empty queue, it would send a FIN and curl's socket would meet the RST in CLOSE_WAIT.
+c.recv(1, socket.MSG_PEEK)
+time.sleep(0.3)  # curl sends more of the body meanwhile
+# The answer promises a body it never sends: curl keeps its connection open, waiting, so the RST
+# always finds it ESTABLISHED (an answer curl has whole would let curl close first, some of the time).
+c.sendall(b"HTTP/1.1 413 Payload Too Large\\r\\nContent-Length: 100\\r\\n\\r\\n")
 c.close()  # the body unread: the kernel resets the connection
 """
 
@@ -316,14 +321,14 @@ def test_curl_body_writes_fold_into_one_line(tmp_path):
     import re
 
     assert len(re.findall(r"^connection #\d+ ", out, re.M)) == 1, out
-    assert "incident: an RST received" in out
+    assert "incident: an RST received" in out, out
     head = re.search(r"write 1 \((\d+) bytes\) → (\d+)$", out, re.M)
     assert head and head.group(1) == head.group(2)  # the request, whole
     folded = re.search(r"writes 2–(\d+): sendto 65,536 B each → 65,536, ESTABLISHED, queued$", out, re.M)
     assert folded and int(folded.group(1)) > 2, out
     assert not re.search(r"write \d+ \(65536 bytes\)", out)  # none of the folded ones shown whole
-    assert "tcp_receive_reset: RST accepted in state ESTABLISHED" in out
-    assert "ECONNRESET" in out
+    assert "tcp_receive_reset: RST accepted in state ESTABLISHED" in out, out
+    assert "ECONNRESET" in out, out
 
 
 def test_bench_watch_at_a_small_rate():
