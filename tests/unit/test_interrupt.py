@@ -153,6 +153,13 @@ class Kept:
 
         return descendants(self.proc.pid)
 
+    def tree_of(self, n: int, timeout: float = 5) -> list[int]:
+        """The command's process tree, once it has n processes (or the timeout passed)."""
+        deadline = time.monotonic() + timeout
+        while len(self.tree()) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.tree()
+
     def close(self) -> None:
         if self.control is not None:
             os.close(self.control)
@@ -187,10 +194,7 @@ def test_the_keeper_reports_the_command_and_its_exit(kept):
 def test_the_keeper_passes_a_signal_on_to_the_whole_tree(kept):
     k = kept("sh", "-c", "sleep 300 & sleep 300 & wait")
     k.read("pid")
-    deadline = time.monotonic() + 5
-    while len(k.tree()) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    tree = k.tree()
+    tree = k.tree_of(3)
     assert len(tree) == 3  # sh and its two sleeps
     os.write(k.control, b"signal 2\n")
     k.read("exit")
@@ -205,10 +209,7 @@ def test_when_the_tool_is_gone_the_keeper_ends_what_the_command_left(kept):
     process the command started, orphans included (the keeper is their subreaper)."""
     k = kept("sh", "-c", "(sleep 300 &) ; sleep 300")
     k.read("pid")
-    deadline = time.monotonic() + 5
-    while len(k.tree()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    tree = k.tree()
+    tree = k.tree_of(2)
     assert len(tree) >= 2
     t = time.monotonic()
     k.close()

@@ -25,7 +25,7 @@ from tracer.cli import main
 from tracer.process.connections import WatchRecording, connections
 from tracer.process.fold import Fold, fold
 from tracer.process.selection import CHECK_EVERY, Selection, replay
-from tracer.process.stream import End, Rule, Stream, classify
+from tracer.process.stream import End, Rule, Stream, classify, state_codes
 from tracer.process.timeline import IoNote
 from tracer.record.event import Kind, rows_of, to_raw
 from tracer.record.recording import WatchRecordWriter
@@ -126,7 +126,7 @@ def _healthy_client(busy) -> list:
 
 
 def _rules(busy, events) -> list[str]:
-    return [r.value for r in classify([to_raw(e) for e in events], busy.rec.state_names)]
+    return [r.value for r in classify([to_raw(e) for e in events], state_codes(busy.rec.state_names))]
 
 
 def test_each_rule_from_a_healthy_connection_changed(busy):
@@ -222,7 +222,7 @@ def test_a_quiet_connection_is_handed_out(curl):
     s.add([r for r in rows if r[2] != Kind.WATCH_DESTROY])
     out = s.ready(rows[-1][0] + 2 * 10**9)
     assert [end for _, end in out] == [End.QUIET]
-    assert classify(out[0][0].records, curl.rec.state_names) == (Rule.RST_RECEIVED,)
+    assert classify(out[0][0].records, state_codes(curl.rec.state_names)) == (Rule.RST_RECEIVED,)
     s.done(*out[0])
     # It comes back (its destruction, here): a later part, with the socket's addresses.
     s.add([r for r in rows if r[2] == Kind.WATCH_DESTROY])

@@ -44,8 +44,8 @@ POLL_MS = 50  # the longest wait for events: the clock and the signals are check
 DRAIN_S = 0.3  # after the command or the watched processes are gone: their sockets' last events
 STOP_BUDGET_S = 0.5  # at the stop, what is left is shown for this long; the rest is counted
 STOP_DRAIN_S = 0.25  # at the stop, the ring buffer is read for at most this long
-STATUS_S = 0.5
-SHED_FROM, SHED_UNTIL = 0.10, 0.02  # ring buffer fill: healthy connections only counted from/until  # the live status line's period
+STATUS_S = 0.5  # the live status line's period
+SHED_FROM, SHED_UNTIL = 0.10, 0.02  # ring buffer fill: healthy connections only counted from/until
 # The ring buffer's pages (8 MiB: about 100,000 records, a second of a busy server), so a
 # slow moment in user space loses nothing.
 RINGBUF_PAGES = 2048

@@ -113,10 +113,16 @@ SIGPIPE = 13
 _RETURNS = frozenset(int(k) for k in RETURN_KINDS)
 
 
-def classify(records: Iterable[bytes], state_names: dict[int, str]) -> tuple[Rule, ...]:
-    """The incident rules a connection's records match, read from the raw fields only."""
+def state_codes(state_names: dict[int, str]) -> tuple[int, int, int]:
+    """The codes of ESTABLISHED, CLOSE_WAIT and CLOSE in this kernel's state names, for classify()."""
     code = {v: k for k, v in state_names.items()}
-    established, close_wait, close = code.get("ESTABLISHED", 1), code.get("CLOSE_WAIT", 8), code.get("CLOSE", 7)
+    return code.get("ESTABLISHED", 1), code.get("CLOSE_WAIT", 8), code.get("CLOSE", 7)
+
+
+def classify(records: Iterable[bytes], codes: tuple[int, int, int]) -> tuple[Rule, ...]:
+    """The incident rules a connection's records match, read from the raw fields only;
+    codes: state_codes() of the recording's state names (asked once per watch)."""
+    established, close_wait, close = codes
     rules: set[Rule] = set()
     rst = False
     for value, sk_err, kind, state, old, shut in map(_RULE_FIELDS.unpack, records):
@@ -147,6 +153,7 @@ class Stream:
     def __init__(self, state_names: dict[int, str], grace_ns: int = GRACE_NS, quiet_ns: int = QUIET_NS,
                  max_records: int = MAX_RECORDS, max_live: int = MAX_LIVE):
         self.state_names = state_names
+        self.codes = state_codes(state_names)
         self.grace_ns, self.quiet_ns, self.max_records, self.max_live = grace_ns, quiet_ns, max_records, max_live
         self.live: dict[int, Open] = {}  # sk -> its current connection
         self.count = 0  # connections begun
@@ -250,7 +257,7 @@ class Stream:
         ports = _ports(o.records)
         if self._by_ports.get(ports) is o:
             del self._by_ports[ports]
-        return Done(o, end, classify(o.records, self.state_names))
+        return Done(o, end, classify(o.records, self.codes))
 
     # --- peers: the connection at the other end, when both ends are watched (loopback) ---
 
