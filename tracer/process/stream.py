@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import signal
 import struct
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -109,7 +110,7 @@ _CALL_EXIT = (int(Kind.WATCH_CALL_EXIT), int(Kind.SENDMSG_RETURN))
 _RST_IN = (int(Kind.RESET_TP), int(Kind.TCP_RESET))
 _RST_OUT = (int(Kind.SEND_RESET), int(Kind.ACTIVE_RESET))
 _SET_STATE, _SIGNAL = int(Kind.SET_STATE), int(Kind.SIGNAL)
-SIGPIPE = 13
+_SIGPIPE = int(signal.SIGPIPE)  # the Python build's signal numbers are the running kernel's (Linux: 13)
 _RETURNS = frozenset(int(k) for k in RETURN_KINDS)
 
 
@@ -142,7 +143,7 @@ def classify(records: Iterable[bytes], codes: tuple[int, int, int]) -> tuple[Rul
             rules.add(Rule.RST_RECEIVED)
         elif kind in _RST_OUT:
             rules.add(Rule.RST_SENT)
-        elif kind == _SIGNAL and value == SIGPIPE:
+        elif kind == _SIGNAL and value == _SIGPIPE:
             rules.add(Rule.SIGPIPE)
     return tuple(r for r in Rule if r in rules) if rules else ()
 
