@@ -324,6 +324,16 @@ def test_vm_passes_args_and_returns_the_inner_exit_status(fake_vng, kernel_tree)
     assert "booting" in r.stderr
 
 
+def test_vm_says_when_the_guest_never_reported_a_status(fake_vng, kernel_tree):
+    """vng's 255: qemu ended without the guest command's status (no boot, or a panic)."""
+    fake_vng["code"] = 255
+    r = invoke(["vm", "--kernel", str(kernel_tree), "--no-kvm"])
+    assert r.exit_code == 255
+    assert "without the guest command's exit status" in r.stderr and "--verbose" in r.stderr
+    fake_vng["code"] = 3
+    assert "exit status" not in invoke(["vm", "--kernel", str(kernel_tree), "--no-kvm"]).stderr
+
+
 def test_vm_unknown_options_go_to_the_inner_tool(fake_vng, kernel_tree):
     r = invoke(["vm", "--kernel", str(kernel_tree), "--kvm", "--writes", "3"])
     assert r.exit_code == 0, r.output

@@ -233,3 +233,45 @@ def test_the_command_starts_with_the_signals_as_the_tool_got_them(kept):
     masks = {line.split(":")[0]: int(line.split()[1], 16) for line in k.proc.stdout.read().splitlines()}
     assert masks["SigBlk"] == 0
     assert masks["SigIgn"] & 0x4003 == 0x1  # SIGHUP ignored (as under nohup); SIGINT, SIGTERM at their defaults
+
+
+def test_a_process_forked_while_the_keeper_ends_the_rest_gets_sigterm_too(kept, tmp_path):
+    """The command, told SIGTERM, starts one more process and exits: that newcomer was not
+    there when the keeper signalled the tree, and must get SIGTERM too (not SIGKILL after
+    the grace): it says which signal reached it. Its mask holds SIGTERM until its handler is set."""
+    inner = ("import os, pathlib, signal, time\n"
+             f"signal.signal(signal.SIGTERM, lambda *_: (pathlib.Path({str(tmp_path)!r}, 'newcomer')"
+             ".write_text('SIGTERM'), os._exit(0)))\n"
+             "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])\n"
+             "time.sleep(300)\n")
+    outer = ("import os, pathlib, signal, subprocess, sys, time\n"
+             "def on_term(*_):\n"
+             "    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])\n"
+             f"    subprocess.Popen([sys.executable, '-c', {inner!r}])\n"
+             "    os._exit(0)\n"
+             "signal.signal(signal.SIGTERM, on_term)\n"
+             f"pathlib.Path({str(tmp_path)!r}, 'ready').touch()\n"
+             "time.sleep(300)\n")
+    k = kept(sys.executable, "-c", outer)
+    k.read("pid")
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    k.close()
+    assert (tmp_path / "newcomer").read_text() == "SIGTERM"
+    assert k.tree() == []
+
+
+def test_a_keeper_whose_tool_died_while_it_started_runs_nothing(tmp_path):
+    """The tool killed before its keeper got going (its control pipe already closed): the
+    command is never started, so nothing of it can outlive the tool."""
+    report_r, report_w = os.pipe()
+    control_r, control_w = os.pipe()
+    os.close(control_w)
+    proc = subprocess.Popen([sys.executable, "-I", "-S", str(KEEPER), str(report_w), str(control_r), "",
+                             "--", "touch", str(tmp_path / "ran")], pass_fds=(report_w, control_r))
+    os.close(report_w)
+    os.close(control_r)
+    assert proc.wait(timeout=10) == 0
+    assert os.read(report_r, 4096) == b""  # no pid: nothing was started
+    assert not (tmp_path / "ran").exists()

@@ -300,3 +300,102 @@ def test_a_200_column_host_gets_lines_longer_than_80_from_the_guest_command(monk
     narrow = subprocess.run(["bash", "-c", vm.inner_command(["replay", str(rec)])], capture_output=True,
                             text=True, env=clean, check=True).stdout
     assert max(len(x) for x in narrow.splitlines()) <= 80  # what virtme-ng's pipes gave before
+
+
+# --- boot(): the watchdog and the second try ---------------------------------------
+# A fake vng: a shell script that behaves as one boot of a VM would, told how by a file.
+
+
+def fake_vng(tmp_path, *behaviours: str) -> str:
+    """A vng whose Nth run does behaviours[N-1] (shell). Each run first starts a child that
+    sleeps (the 'qemu' under vng), so a killed boot must take its tree with it."""
+    script = tmp_path / "vng"
+    for i, b in enumerate(behaviours, 1):
+        (tmp_path / f"run{i}.sh").write_text(b)
+    script.write_text(
+        "#!/bin/sh\n"
+        f"n=$(($(cat {tmp_path}/count 2>/dev/null || echo 0) + 1)); echo $n > {tmp_path}/count\n"
+        f"sleep 600 & echo $! >> {tmp_path}/qemu.pids\n"
+        f". {tmp_path}/run$n.sh\n"
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+BOOTS = f"echo '[ 14.3] {vm.BOOTED}' >&2\n"
+SPEC = vm.VmSpec(Path("/boot/vmlinuz-x"), kvm=False)
+
+
+def runs(tmp_path) -> int:
+    return int((tmp_path / "count").read_text())
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_boot_that_runs_its_command_returns_its_output_and_status(tmp_path):
+    vng = fake_vng(tmp_path, BOOTS + "echo hello; echo oops >&2; kill $!; exit 3\n")
+    b = vm.boot(SPEC, "cmd", vng=vng)
+    assert (b.returncode, b.booted, b.stdout) == (3, True, "hello\n")
+    assert "oops" in b.stderr and vm.BOOTED in b.console_tail()
+    assert b.failure() == f"the guest command ended with status 3 after {b.seconds:.0f} s"
+
+
+def test_a_guest_that_never_boots_is_stopped_with_its_qemu(tmp_path):
+    vng = fake_vng(tmp_path, "echo 'Kernel panic - not syncing' >&2; sleep 600\n")
+    b = vm.boot(SPEC, "cmd", boot_limit=1, vng=vng)
+    assert (b.returncode, b.booted) == (None, False)
+    assert b.why == "the VM had not booted after 1 s: stopped" == b.failure()
+    assert "Kernel panic" in b.console_tail()
+    qemu = int((tmp_path / "qemu.pids").read_text())
+    assert not alive(qemu)
+
+
+def test_a_guest_that_hangs_after_booting_is_stopped_at_the_limit(tmp_path):
+    vng = fake_vng(tmp_path, BOOTS + "echo started; sleep 600\n")
+    b = vm.boot(SPEC, "cmd", limit=1, vng=vng)
+    assert (b.returncode, b.booted, b.stdout) == (None, True, "started\n")
+    assert b.failure() == "the guest had not ended after 1 s: stopped"
+
+
+def test_a_guest_that_dies_before_booting_is_tried_once_more(tmp_path):
+    vng = fake_vng(tmp_path, "kill $!; exit 255\n", BOOTS + "kill $!; echo ok\n")
+    told = []
+    b = vm.boot_retrying(SPEC, "cmd", told.append, vng=vng)
+    assert (b.returncode, b.stdout, runs(tmp_path)) == (0, "ok\n", 2)
+    assert [t.failure() for t in told] == [f"the VM ended with status 255 after {told[0].seconds:.0f} s, before it booted"]
+
+
+def test_a_kernel_that_cannot_boot_fails_twice_and_no_more(tmp_path):
+    vng = fake_vng(tmp_path, "kill $!; exit 255\n", "kill $!; exit 255\n", BOOTS)
+    b = vm.boot_retrying(SPEC, "cmd", vng=vng)
+    assert (b.returncode, b.booted, runs(tmp_path)) == (255, False, 2)
+
+
+def test_a_guest_command_that_fails_after_booting_is_not_run_again(tmp_path):
+    vng = fake_vng(tmp_path, BOOTS + "kill $!; exit 1\n", BOOTS)
+    b = vm.boot_retrying(SPEC, "cmd", vng=vng)
+    assert (b.returncode, runs(tmp_path)) == (1, 1)
+
+
+def test_stop_all_ends_the_boots_other_threads_wait_on_and_starts_no_more(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(vm, "_stopped", [])
+    vng = fake_vng(tmp_path, BOOTS + "sleep 600\n", BOOTS)
+    got = []
+    t = threading.Thread(target=lambda: got.append(vm.boot(SPEC, "cmd", vng=vng)))
+    t.start()
+    while not (vm._booting and (tmp_path / "qemu.pids").exists()):
+        t.join(0.05)
+    vm.stop_all()
+    t.join(10)
+    assert not t.is_alive() and got[0].returncode not in (0, None)  # killed: vng (-9) or under it (137)
+    assert not alive(int((tmp_path / "qemu.pids").read_text()))
+    with pytest.raises(UserError, match="stopped"):
+        vm.boot(SPEC, "cmd", vng=vng)

@@ -22,7 +22,6 @@ from tracer.errors import UserError
 from tracer.record.recording import Recording
 
 RUNNING = "running"  # --kernel running: this machine's kernel, natively
-EARLY_FAILURE_S = 60  # a guest gone sooner has not booted (a boot in software emulation takes 15 s or more)
 
 
 @dataclass(frozen=True)
@@ -92,26 +91,24 @@ def _run_vm(kernel: str, scenario: str, backend: str, cpus: int, memory: str, kv
         os.chmod(tmp, 0o777)  # the guest's root writes through 9p
         spec = vm.VmSpec(path, use, cpus, memory, (Path(tmp),))
         guest = vm.inner_command(_inner_args(scenario, backend, record))
-        for attempt in (1, 2):
-            progress(kernel, f"booting {path.name} (then bcc compiles and the scenarios run inside)")
-            started = time.monotonic()
-            try:
-                done = vm.run(spec, guest, capture=True)
-            except (OSError, UserError) as exc:
-                return KernelRun(kernel, error=f"could not start the VM: {exc}", seconds=time.monotonic() - t0)
-            # A guest that dies before it could even boot (seen once under heavy load: vng exit
-            # 255 after 17 s, no output) is tried once more; a kernel that really cannot boot fails twice.
-            if record.exists() or done.returncode == 0 or time.monotonic() - started > EARLY_FAILURE_S or attempt == 2:
-                break
-            progress(kernel, f"the VM stopped after {time.monotonic() - started:.0f} s with status "
-                             f"{done.returncode} before running anything: trying once more")
+        progress(kernel, f"booting {path.name} (then bcc compiles and the scenarios run inside)")
+
+        def retried(first) -> None:
+            progress(kernel, f"{first.failure()}: trying once more")
+
+        try:
+            done = vm.boot_retrying(spec, guest, retried)
+        except (OSError, UserError) as exc:
+            return KernelRun(kernel, error=f"could not start the VM: {exc}", seconds=time.monotonic() - t0)
         seconds = time.monotonic() - t0
         if not record.exists():
-            said = [line.strip() for line in f"{done.stdout or ''}\n{done.stderr or ''}".splitlines() if line.strip()]
-            why = f"the VM exited with status {done.returncode} and wrote no recording"
+            if not done.booted:
+                return KernelRun(kernel, error=f"{done.failure()}; its console ended: "
+                                               f"{done.console_tail(1).strip() or 'nothing'}", seconds=seconds)
+            said = [line.strip() for line in f"{done.stdout}\n{done.stderr}".splitlines() if line.strip()]
             errors = [line.removeprefix("error: ") for line in said if line.startswith("error:")]
-            return KernelRun(kernel, error=errors[-1] if errors else why + (f"; it said: {said[-1]}" if said else ""),
-                             seconds=seconds)
+            return KernelRun(kernel, error=errors[-1] if errors else
+                             f"{done.failure()} and wrote no recording", seconds=seconds)
         try:
             recs = Recording.load_all(record)
         except (OSError, ValueError) as exc:
@@ -143,8 +140,14 @@ def record_kernels(kernels: list[str], scenario: str, backend: str, progress: Ca
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(width)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:
+        from tracer.collect import vm
+
+        vm.stop_all()  # interrupted: the workers' VMs go with the tool
+        raise
     return [results[k] for k in kernels]
 
 

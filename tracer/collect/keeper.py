@@ -9,7 +9,9 @@ blocked (tracer/interrupt.py immune()): it hears only the tool, through
 CONTROL_FD, one line per order:
     signal N       send signal N to the command and everything it started
 and end of file: the tool is done or dead -- then every process left under
-the keeper gets SIGTERM, after 2 s SIGKILL, and the keeper exits.
+the keeper gets SIGTERM, after 2 s SIGKILL, and the keeper exits. A tool gone
+before the command started (killed while the keeper was starting) leaves nothing
+to start: the keeper exits without running it.
 It reports on REPORT_FD, one line each: `pid N` once the command runs (or
 `error TEXT` when it cannot be started), `exit S` when it ended (S as
 subprocess.Popen.returncode: negative for a signal).
@@ -80,6 +82,15 @@ def send(pids: list[int], sig: int) -> None:
             continue  # it exited meanwhile: nothing to signal
 
 
+def tool_gone(control_fd: int) -> bool:
+    """The tool closed its end of CONTROL_FD (it is done, or dead): the pipe hangs up."""
+    import select
+
+    poller = select.poll()
+    poller.register(control_fd, select.POLLIN)
+    return any(events & select.POLLHUP for _fd, events in poller.poll(0))
+
+
 class Keeper:
     def __init__(self, report_fd: int, control_fd: int):
         self.report = report_fd
@@ -110,9 +121,13 @@ class Keeper:
         import time
 
         me = os.getpid()
-        send(descendants(me), signal.SIGTERM)
+        termed: set[int] = set()
         deadline = time.monotonic() + GRACE_S
-        while descendants(me) and time.monotonic() < deadline:
+        # SIGTERM to each process left, newcomers too: one forked while the first were
+        # signalled (a shell starting its next command) would otherwise wait for SIGKILL.
+        while (left := descendants(me)) and time.monotonic() < deadline:
+            send([pid for pid in left if pid not in termed], signal.SIGTERM)
+            termed.update(left)
             self.reap()
             time.sleep(0.02)
         deadline = time.monotonic() + GRACE_S
@@ -163,6 +178,8 @@ def main(argv: list[str]) -> int:
             os._exit(127)
 
     me = os.getpid()
+    if tool_gone(control):  # it died while this keeper started: nothing may run after it
+        return 0
     try:
         proc = subprocess.Popen(command, preexec_fn=as_started)
     except OSError as exc:

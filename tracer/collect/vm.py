@@ -183,6 +183,130 @@ def run(spec: VmSpec, guest_cmd: str, vng: str | None = None, capture: bool = Fa
     )
 
 
+# virtme-ng's init prints this on the console when it starts the --exec command: the guest booted.
+BOOTED = "virtme-ng-init: starting script"
+BOOT_LIMIT_S = 300  # a boot in software emulation takes 15-25 s, ~100 s with the host's CPUs busy
+
+
+@dataclass(frozen=True)
+class Boot:
+    """One boot, its output captured. stderr holds the guest's stderr and the kernel's
+    console (vng --verbose): what to show when a boot goes wrong."""
+    returncode: int | None  # None: stopped by the watchdog (see why)
+    stdout: str
+    stderr: str
+    booted: bool
+    seconds: float
+    why: str = ""
+
+    def console_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.stderr.splitlines()[-lines:])
+
+    def failure(self) -> str:
+        """What went wrong, in a line: for messages."""
+        if self.why:
+            return self.why
+        if not self.booted:
+            # vng's 255: qemu ended without the guest command's status (a panic, panic=-1 reboots)
+            return f"the VM ended with status {self.returncode} after {self.seconds:.0f} s, before it booted"
+        return f"the guest command ended with status {self.returncode} after {self.seconds:.0f} s"
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL vng and everything under it (qemu first, so no guest outlives it)."""
+    from tracer.collect.keeper import descendants  # stdlib only: the keeper's own /proc walk
+
+    for pid in reversed(descendants(proc.pid)):
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass  # already ended
+    proc.kill()
+
+
+_booting: set[subprocess.Popen] = set()  # boot()'s VMs now running, in any thread
+_stopped: list[bool] = []  # stop_all() was called: no new boot starts
+
+
+def stop_all() -> None:
+    """Kill every VM boot() started that still runs, and start no more: the caller was
+    interrupted while other threads waited on them (compare boots in worker threads)."""
+    _stopped.append(True)
+    for proc in list(_booting):
+        _kill_tree(proc)
+
+
+def boot(spec: VmSpec, guest_cmd: str, boot_limit: float = BOOT_LIMIT_S, limit: float | None = None,
+         vng: str | None = None) -> Boot:
+    """Run guest_cmd in a VM with its output captured and a watchdog: a guest that has not
+    booted after boot_limit seconds, or not ended after limit, is killed."""
+    import threading
+    import time
+
+    vng = vng or find_vng()
+    cmd = vng_command(vng, spec, guest_cmd)
+    cmd.insert(1, "--verbose")  # the kernel's console on stderr: it tells why a boot failed
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env_for_vng(vng), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    _booting.add(proc)
+    if _stopped:  # stop_all() ran while this one started
+        _kill_tree(proc)
+        proc.wait()
+        _booting.discard(proc)
+        raise UserError("the VMs were stopped")
+    out: list[str] = []
+    err: list[str] = []
+    booted = threading.Event()
+
+    def pump(src, into: list[str], watch: bool) -> None:
+        for line in src:
+            into.append(line)
+            if watch and BOOTED in line:
+                booted.set()
+
+    pumps = [threading.Thread(target=pump, args=(proc.stdout, out, False), daemon=True),
+             threading.Thread(target=pump, args=(proc.stderr, err, True), daemon=True)]
+    for t in pumps:
+        t.start()
+    why = ""
+    try:
+        while proc.poll() is None:
+            took = time.monotonic() - started
+            if not booted.is_set() and took > boot_limit:
+                why = f"the VM had not booted after {boot_limit:.0f} s: stopped"
+            elif limit is not None and took > limit:
+                why = f"the guest had not ended after {limit:.0f} s: stopped"
+            if why:
+                _kill_tree(proc)
+                proc.wait()
+                break
+            try:
+                proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass  # look at the clocks again
+    except BaseException:
+        _kill_tree(proc)  # interrupted: no VM is left running
+        raise
+    finally:
+        _booting.discard(proc)
+    for t in pumps:
+        t.join(timeout=5)
+    return Boot(None if why else proc.returncode, "".join(out), "".join(err), booted.is_set(),
+                time.monotonic() - started, why)
+
+
+def boot_retrying(spec: VmSpec, guest_cmd: str, retried=lambda first: None, **limits) -> Boot:
+    """boot(), once more if the guest did not boot: seen rarely in software emulation on a
+    busy host (vng's 255 after 17 s, nothing printed). A kernel that cannot boot fails twice.
+    retried(first) is told before the second try."""
+    first = boot(spec, guest_cmd, **limits)
+    if first.booted:
+        return first
+    retried(first)
+    return boot(spec, guest_cmd, **limits)
+
+
 def stream(spec: VmSpec, guest_cmd: str, started=lambda: None) -> int:
     """Run the guest, passing its stdout and stderr through line by line;
     started() is called at its first line of output (to stop a spinner)."""
