@@ -154,3 +154,70 @@ def test_ladders_side_by_side_one_per_kernel():
 def test_ladder_and_json_do_not_go_together():
     code, out = _run([KPROBE_ALL, TRACEPOINT_ALL, "--ladder", "--json"])
     assert code == 2 and "--ladder" in out
+
+
+# --- compare --scenario PATH: a user's own question, on each kernel ----------------------
+
+USER_FILE = DATA / "native-6.18-user-file.jsonl"  # a run of a file named mine.toml
+
+
+def _user_scenario(tmp_path) -> Path:
+    from tests.live.scenarios import USER_SCENARIO
+
+    path = tmp_path / "mine.toml"
+    path.write_text(USER_SCENARIO)
+    return path
+
+
+def test_a_scenario_file_picks_its_scenario_out_of_recordings(tmp_path):
+    code, out = _run([USER_FILE, USER_FILE, "--scenario", _user_scenario(tmp_path), "--json"])
+    assert code == 0, out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert {r["scenario"] for r in rows if r.get("type") == "row"} == {"mine"}
+
+
+@pytest.fixture
+def no_boot(monkeypatch):
+    """record_kernels, replaced: what compare asked of each kernel, and no VM."""
+    import tracer.collect.compare as collect
+
+    asked = {}
+
+    def record_kernels(kernels, chosen, ipv6, backend, progress, every=False, **_):
+        asked.update(kernels=kernels, asked=collect.Asked(tuple(chosen), ipv6, every))
+        return []
+
+    monkeypatch.setattr(collect, "record_kernels", record_kernels)
+    return asked
+
+
+def test_each_kernel_is_asked_the_users_file_by_its_absolute_path(no_boot, tmp_path, monkeypatch):
+    _user_scenario(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, _out = _run(["--kernel", "a", "--kernel", "b", "--scenario", "mine.toml"])
+    assert code == 2  # no run came back (record_kernels is replaced): nothing to compare
+    asked = no_boot["asked"]
+    assert asked.chosen == (("mine", "mine.toml"),)
+    args = asked.inner_args("kprobe", Path("/x/run.jsonl"))
+    assert args[args.index("--scenario") + 1] == str(tmp_path / "mine.toml")  # the guest starts in the checkout
+    assert "--ipv6" not in args
+
+
+@pytest.mark.parametrize("given, which", [("all", "all"), ("close", "close")])
+def test_built_ins_are_asked_by_name(no_boot, given, which):
+    _run(["--kernel", "a", "--kernel", "b", "--scenario", given, "--ipv6"])
+    args = no_boot["asked"].inner_args("auto", Path("/x/run.jsonl"))
+    assert args[args.index("--scenario") + 1] == which and "--ipv6" in args
+
+
+def test_a_bad_scenario_file_is_refused_before_any_kernel_runs(no_boot, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('title = "x"\n[[server]]\ndo = "dance"\n')
+    code, out = _run(["--kernel", "a", "--kernel", "b", "--scenario", bad])
+    assert code == 2 and f"{bad}:3" in out and "Traceback" not in out
+    assert no_boot == {}  # nothing was booted
+
+
+def test_ipv6_is_for_running_scenarios_not_recordings():
+    code, out = _run([CLOSE, CLOSE, "--ipv6"])
+    assert code == 2 and "--ipv6" in out

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from tracer.cli.common import fail
+from tracer.cli.common import chosen_scenarios, fail
 from tracer.errors import UserError
 
 
@@ -15,8 +15,10 @@ from tracer.errors import UserError
               help="A kernel to run the scenarios on (repeatable): `running` (this machine's, natively), a "
                    "vmlinuz or a kernel build tree (booted with virtme-ng, as `trace-halfclose vm` does). "
                    "Default: the running kernel and the newest under /boot that is not the running one.")
-@click.option("--scenario", default="all", show_default=True, metavar="NAME|all",
-              help="Which scenarios to run on each kernel (`trace-halfclose scenarios` lists them).")
+@click.option("--scenario", default="all", show_default=True, metavar="NAME|PATH|all",
+              help="Which scenarios to run on each kernel (`trace-halfclose scenarios` lists them), or a "
+                   "scenario file of your own: your question, asked of every kernel.")
+@click.option("--ipv6", is_flag=True, help="Run the scenarios over IPv6 (::1) instead of IPv4.")
 @click.option("--backend", type=click.Choice(["auto", "kprobe", "fentry", "tracepoint"]), default="auto",
               show_default=True, help="How to trace on each kernel.")
 @click.option("--json", "as_json", is_flag=True,
@@ -25,7 +27,7 @@ from tracer.errors import UserError
 @click.option("--check", is_flag=True,
               help="Exit status 1 when what a program sees differs between kernels: a return value, an errno "
                    "or a signal.")
-def compare(recordings, kernels, scenario, backend, as_json, ladder, check) -> None:
+def compare(recordings, kernels, scenario, ipv6, backend, as_json, ladder, check) -> None:
     """Run the same scenarios on several kernels and show what differs, side by side.
 
     With RECORDINGS (files written by `--record`, from any machine) it compares
@@ -42,6 +44,7 @@ def compare(recordings, kernels, scenario, backend, as_json, ladder, check) -> N
       sudo trace-halfclose compare                   this kernel and the newest other one under /boot
       sudo trace-halfclose compare --kernel /boot/vmlinuz-6.1.0-57-amd64 --kernel /boot/vmlinuz-6.12.57+deb12-amd64
       sudo trace-halfclose compare --scenario close --check
+      sudo trace-halfclose compare --scenario mine.toml   your own scenario file on each kernel
       trace-halfclose compare a.jsonl b.jsonl --ladder   each scenario's ladders, one per kernel
     """
     from tracer.display import console
@@ -51,17 +54,16 @@ def compare(recordings, kernels, scenario, backend, as_json, ladder, check) -> N
     if recordings and kernels:
         fail(UserError("give recordings or --kernel, not both",
                        "trace-halfclose compare A.jsonl B.jsonl, or trace-halfclose compare --kernel K --kernel K"))
-    from tracer.process.scenarios import ORDER
-
-    if scenario != "all" and scenario not in ORDER:
-        fail(UserError(f"unknown scenario {scenario!r}", f"choose one of {', '.join(ORDER)}, or all"))
-    files = _from_files(recordings) if recordings else _from_kernels(list(kernels), scenario, backend)
+    if recordings and ipv6:
+        fail(UserError("--ipv6 is how scenarios run; recordings already ran", "drop --ipv6"))
+    chosen = chosen_scenarios(scenario, ipv6)  # a bad file ends here, before any VM boots
+    files = _from_files(recordings) if recordings else _from_kernels(list(kernels), scenario, chosen, ipv6, backend)
     if len(files) < 2:
         fail(UserError(f"{len(files)} run(s) to compare: compare needs at least two",
                        "give two recordings, or two kernels that can run the scenarios"))
     from tracer.process.compare import compare as compare_runs, runs_of
 
-    wanted = None if scenario == "all" else [scenario]
+    wanted = None if scenario == "all" else [name for name, _file in chosen]
     result = compare_runs(runs_of(files), wanted)
     if as_json:
         from tracer.display import ndjson
@@ -90,14 +92,15 @@ def _from_files(paths) -> list:
     return out
 
 
-def _from_kernels(kernels: list[str], scenario: str, backend: str) -> list:
+def _from_kernels(kernels: list[str], scenario: str, chosen: list, ipv6: bool, backend: str) -> list:
     from tracer.collect.compare import default_kernels, record_kernels
     from tracer.display import console
 
     kernels = kernels or default_kernels()
     console.note(f"trace-halfclose compare: scenario {scenario} on {len(kernels)} kernel(s): {', '.join(kernels)}")
     try:
-        runs = record_kernels(kernels, scenario, backend, lambda k, msg: console.note(f"{k}: {msg}"))
+        runs = record_kernels(kernels, chosen, ipv6, backend, lambda k, msg: console.note(f"{k}: {msg}"),
+                              every=scenario == "all")
     except UserError as exc:
         fail(exc)
     except KeyboardInterrupt:

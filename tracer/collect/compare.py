@@ -57,18 +57,34 @@ def parallel_boots(n: int, cpus: int, memory_gb: float) -> int:
     return max(1, min(n, by_cpu, by_mem))
 
 
-def _inner_args(scenario: str, backend: str, record: Path) -> list[str]:
-    return ["--scenario", scenario, "--backend", backend, "--record", str(record), "--json"]
+@dataclass(frozen=True)
+class Asked:
+    """The scenarios each kernel runs: (name, file) pairs (file None for a built-in), as
+    tracer/cli/common.py chosen_scenarios() gives them; every: all the built-ins."""
+
+    chosen: tuple[tuple[str, str | None], ...]
+    ipv6: bool = False
+    every: bool = False
+
+    def inner_args(self, backend: str, record: Path) -> list[str]:
+        """The guest's command line. A file by its absolute path: the guest sees this
+        machine's files, read-only, from the checkout's directory."""
+        name, file = self.chosen[0]
+        which = "all" if self.every else str(Path(file).resolve()) if file else name
+        return (["--scenario", which, "--backend", backend, "--record", str(record), "--json"]
+                + (["--ipv6"] if self.ipv6 else []))
 
 
-def _run_running(scenario: str, backend: str, progress: Callable[[str, str], None]) -> KernelRun:
+def _run_running(asked: Asked, backend: str, progress: Callable[[str, str], None]) -> KernelRun:
     from tracer.collect.repro import ReproOptions
     from tracer.collect.runner import collect
-    from tracer.process.scenarios import ORDER, TWO_WRITES_ALONE
+    from tracer.process.scenarios import TWO_WRITES_ALONE
 
     t0 = time.monotonic()
-    names = ORDER if scenario == "all" else (scenario,)
-    runs = [ReproOptions(scenario=n, writes=2 if scenario != "all" and n in TWO_WRITES_ALONE else None) for n in names]
+    # As `trace-halfclose --scenario`: the article's built-ins alone write twice.
+    runs = [ReproOptions(scenario=n, file=f, ipv6=asked.ipv6,
+                         writes=2 if not asked.every and not f and n in TWO_WRITES_ALONE else None)
+            for n, f in asked.chosen]
     try:
         recs = collect(runs, backend, lambda msg: progress(RUNNING, msg))
     except UserError as exc:
@@ -76,7 +92,7 @@ def _run_running(scenario: str, backend: str, progress: Callable[[str, str], Non
     return KernelRun(RUNNING, tuple(recs), seconds=time.monotonic() - t0)
 
 
-def _run_vm(kernel: str, scenario: str, backend: str, cpus: int, memory: str, kvm: bool | None,
+def _run_vm(kernel: str, asked: Asked, backend: str, cpus: int, memory: str, kvm: bool | None,
             progress: Callable[[str, str], None]) -> KernelRun:
     from tracer.collect import vm
 
@@ -90,7 +106,7 @@ def _run_vm(kernel: str, scenario: str, backend: str, cpus: int, memory: str, kv
         record = Path(tmp) / "run.jsonl"
         os.chmod(tmp, 0o777)  # the guest's root writes through 9p
         spec = vm.VmSpec(path, use, cpus, memory, (Path(tmp),))
-        guest = vm.inner_command(_inner_args(scenario, backend, record))
+        guest = vm.inner_command(asked.inner_args(backend, record))
         progress(kernel, f"booting {path.name} (then bcc compiles and the scenarios run inside)")
 
         def retried(first) -> None:
@@ -116,13 +132,15 @@ def _run_vm(kernel: str, scenario: str, backend: str, cpus: int, memory: str, kv
     return KernelRun(kernel, tuple(recs), seconds=seconds)
 
 
-def record_kernels(kernels: list[str], scenario: str, backend: str, progress: Callable[[str, str], None],
-                   cpus: int = 2, memory: str = "2G", kvm: bool | None = None) -> list[KernelRun]:
-    """Each kernel's recordings of the scenarios (in the order given)."""
+def record_kernels(kernels: list[str], chosen: list[tuple[str, str | None]], ipv6: bool, backend: str,
+                   progress: Callable[[str, str], None], cpus: int = 2, memory: str = "2G", kvm: bool | None = None,
+                   every: bool = False) -> list[KernelRun]:
+    """Each kernel's recordings of the chosen scenarios (in the order of kernels)."""
+    asked = Asked(tuple(chosen), ipv6, every)
     results: dict[str, KernelRun] = {}
     vms = [k for k in kernels if k != RUNNING]
     if RUNNING in kernels:
-        results[RUNNING] = _run_running(scenario, backend, progress)
+        results[RUNNING] = _run_running(asked, backend, progress)
         progress(RUNNING, _done(results[RUNNING]))
     memory_gb = float(memory.rstrip("GgMm")) / (1024 if memory[-1:] in "Mm" else 1)
     width = parallel_boots(len(vms), cpus, memory_gb) if vms else 1
@@ -134,7 +152,7 @@ def record_kernels(kernels: list[str], scenario: str, backend: str, progress: Ca
                 if not pending:
                     return
                 kernel = pending.pop(0)
-            results[kernel] = _run_vm(kernel, scenario, backend, cpus, memory, kvm, progress)
+            results[kernel] = _run_vm(kernel, asked, backend, cpus, memory, kvm, progress)
             progress(kernel, _done(results[kernel]))
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(width)]
