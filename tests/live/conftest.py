@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from tests.live.scenarios import SCENARIOS, USER_SCENARIO
 from tracer.collect import vm
 
 ROOT = Path(__file__).resolve().parents[2]
-GUEST_LIMIT_S = 900  # one kernel's scenarios take 3-6 min in software emulation
+GUEST_LIMIT_S = 1200  # one kernel's scenarios: 4-6 min in software emulation on a quiet host, 15+ on a busy one
 
 
 def _kernels() -> list[Path]:
@@ -58,11 +59,16 @@ def vm_run(request):
     (out / "spec.json").write_text(json.dumps(spec))
     use_kvm, _ = vm.use_kvm(None)
     guest = f"cd {ROOT} && {sys.executable} tests/live/guest_runner.py {out}/spec.json {out}"
-    # A guest that does not boot is booted once more (rare, seen on a busy host); one that
-    # hangs is stopped at GUEST_LIMIT_S, so CI fails with the console's last lines, not at its timeout.
-    proc = vm.boot_retrying(vm.VmSpec(kernel, use_kvm, rwdirs=(out,)), guest, limit=GUEST_LIMIT_S,
-                            retried=lambda first: print(f"\n{first.failure()}; console:\n{first.console_tail()}",
-                                                        file=sys.stderr))
+    # A guest that did not boot, or whose VM ended without the runner's status (vng's 255: CI's
+    # 6.12 guest once died during its first scenario, before --verbose kept the console), runs
+    # once more; the first failure and its console are a warning in the test summary. A guest
+    # that hangs is stopped at GUEST_LIMIT_S, so CI fails with the console's last lines.
+    def retried(first: vm.Boot) -> None:
+        warnings.warn(f"{vm.release_of(kernel)}: {first.failure()}; booted again. Its console, last lines:\n"
+                      f"{first.console_tail(40)}")
+
+    proc = vm.boot_retrying(vm.VmSpec(kernel, use_kvm, rwdirs=(out,)), guest, retried,
+                            again=lambda b: not b.booted or b.returncode == vm.VNG_NO_STATUS, limit=GUEST_LIMIT_S)
     assert proc.returncode == 0, (f"{proc.failure()}\nguest stdout:\n{proc.stdout}\n"
                                   f"console and guest stderr, last lines:\n{proc.console_tail(60)}")
     results = {"_out": out, "_guest": json.loads((out / "_guest.json").read_text())}

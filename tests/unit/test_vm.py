@@ -399,3 +399,15 @@ def test_stop_all_ends_the_boots_other_threads_wait_on_and_starts_no_more(tmp_pa
     assert not alive(int((tmp_path / "qemu.pids").read_text()))
     with pytest.raises(UserError, match="stopped"):
         vm.boot(SPEC, "cmd", vng=vng)
+
+
+def test_a_guest_that_died_after_booting_is_run_again_only_when_asked(tmp_path):
+    """The live tests' policy: a VM that ended without the command's status (vng's 255, a
+    panic) is booted again; by default (compare) only one that did not boot is."""
+    died = BOOTS + "kill $!; exit 255\n"
+    vng = fake_vng(tmp_path, died, died, BOOTS + "kill $!; echo ok\n")
+    b = vm.boot_retrying(SPEC, "cmd", vng=vng)
+    assert (b.returncode, runs(tmp_path)) == (255, 1)
+    assert b.failure() == f"the VM ended without the guest command's status after {b.seconds:.0f} s"
+    b = vm.boot_retrying(SPEC, "cmd", again=lambda b: b.returncode == vm.VNG_NO_STATUS, vng=vng)
+    assert (b.returncode, b.stdout, runs(tmp_path)) == (0, "ok\n", 3)

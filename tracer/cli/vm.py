@@ -8,8 +8,6 @@ import click
 from tracer.errors import UserError
 from tracer.cli.common import fail, interrupted
 
-VNG_NO_STATUS = 255  # virtme-run: qemu ended and the guest command never reported its status
-
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--kernel", metavar="PATH",
@@ -61,7 +59,7 @@ def vm(kernel, kvm, cpus, memory, kconfig, args) -> None:
         spinner.stop()
         interrupted(exc, "the VM was stopped")
     spinner.stop()
-    if code == VNG_NO_STATUS:
+    if code == vmmod.VNG_NO_STATUS:
         console.note(f"the VM ended without the guest command's exit status (vng's {code}): the guest "
                      f"kernel did not boot or panicked; `vng --verbose --run {chosen} --disable-kvm` "
                      "shows its console")

@@ -183,6 +183,7 @@ def run(spec: VmSpec, guest_cmd: str, vng: str | None = None, capture: bool = Fa
     )
 
 
+VNG_NO_STATUS = 255  # virtme-run: qemu ended and the guest command never reported its status
 # virtme-ng's init prints this on the console when it starts the --exec command: the guest booted.
 BOOTED = "virtme-ng-init: starting script"
 BOOT_LIMIT_S = 300  # a boot in software emulation takes 15-25 s, ~100 s with the host's CPUs busy
@@ -207,8 +208,9 @@ class Boot:
         if self.why:
             return self.why
         if not self.booted:
-            # vng's 255: qemu ended without the guest command's status (a panic, panic=-1 reboots)
             return f"the VM ended with status {self.returncode} after {self.seconds:.0f} s, before it booted"
+        if self.returncode == VNG_NO_STATUS:  # a panic (virtme-ng boots with panic=-1: it reboots, qemu ends)
+            return f"the VM ended without the guest command's status after {self.seconds:.0f} s"
         return f"the guest command ended with status {self.returncode} after {self.seconds:.0f} s"
 
 
@@ -296,12 +298,17 @@ def boot(spec: VmSpec, guest_cmd: str, boot_limit: float = BOOT_LIMIT_S, limit: 
                 time.monotonic() - started, why)
 
 
-def boot_retrying(spec: VmSpec, guest_cmd: str, retried=lambda first: None, **limits) -> Boot:
-    """boot(), once more if the guest did not boot: seen rarely in software emulation on a
-    busy host (vng's 255 after 17 s, nothing printed). A kernel that cannot boot fails twice.
-    retried(first) is told before the second try."""
+def did_not_boot(b: Boot) -> bool:
+    return not b.booted
+
+
+def boot_retrying(spec: VmSpec, guest_cmd: str, retried=lambda first: None, again=did_not_boot,
+                  **limits) -> Boot:
+    """boot(), once more if again(first): by default when the guest did not boot, seen rarely
+    in software emulation on a busy host (vng's 255 after 17 s, nothing printed). A kernel
+    that cannot boot fails twice. retried(first) is told before the second try."""
     first = boot(spec, guest_cmd, **limits)
-    if first.booted:
+    if not again(first):
         return first
     retried(first)
     return boot(spec, guest_cmd, **limits)

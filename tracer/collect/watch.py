@@ -304,8 +304,12 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
             tally.events += len(raw)
             if writer:
                 writer.records(raw)
-        tally.lost = rec.lost_events = session.lost()
         return len(raw)
+
+    def count_lost() -> None:
+        """The kernel's drop counter (a map lookup): read for the status line and at the end,
+        not after every batch."""
+        tally.lost = rec.lost_events = session.lost()
 
     def collect(timeout_ms: int) -> None:
         nonlocal next_status
@@ -313,6 +317,7 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
         sel.hand_out(stream.ready(time.monotonic_ns()), past_end)
         if time.monotonic() >= next_status:
             next_status = time.monotonic() + STATUS_S
+            count_lost()
             sink.status(tally, len(stream.live))
 
     try:
@@ -361,6 +366,7 @@ def run(opts: WatchOptions, sink: Sink, progress: Callable[[str], None] = lambda
                 drain = time.monotonic() + STOP_DRAIN_S
                 while take(0) and time.monotonic() < drain:
                     pass  # what the ring buffer still holds, for at most STOP_DRAIN_S
+                count_lost()
             finally:
                 session.close()
     interrupt.rearm()  # the probes are detached and the command ended: a signal may cut what follows
