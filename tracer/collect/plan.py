@@ -307,7 +307,7 @@ def _bare(c_type: str) -> str:
     return " ".join(word for word in c_type.split() if word != "const")
 
 
-def _tracepoint_shape_problem(p: Probe, view: KernelView) -> str | None:
+def tracepoint_shape_problem(p: Probe, view: KernelView) -> str | None:
     """Why a tracepoint row's program must not be attached although the tracepoint is
     there: its prototype in BTF is unknown, or differs from the argument types the
     program reads. None: checked and right, or nothing read, or not checked (a view
@@ -331,7 +331,7 @@ def _shape_problem(p: Probe, view: KernelView) -> str | None:
     """Why this row must not be used on this kernel although its function is there: the
     prototype is unknown, or lacks a parameter the program reads. None: its slots are known."""
     if not p.is_function:
-        return _tracepoint_shape_problem(p, view)
+        return tracepoint_shape_problem(p, view)
     if not p.reads and not p.reads_return:
         return None
     proto = (view.prototypes or {}).get(p.target)
