@@ -334,7 +334,7 @@ def run_signalled(args: list[str], signum: int | None, at: Moment | None = None,
     return {
         "args": args, "signal": signal.Signals(signum).name if signum else None,
         "moment": str(at) if at else None, "at": round(sent_at, 3),
-        "signalled": signalled, "phase": phase + (" (its last moments: signals blocked)" if too_late else ""),
+        "signalled": signalled, "phase": phase + (" (the three signals blocked when it was sent)" if too_late else ""),
         "too_late": too_late, "rc": p.returncode, "seconds": round(ended - t0, 3),
         "outlived_by": round(settled, 3),
         "stdout": stdout, "stderr": stderr,
@@ -385,6 +385,13 @@ def _phase(pid: int, seen: dict[int, Proc], out: list[bytes]) -> str:
         "probes attached, before the first child"
 
 
+def too_late(r: dict) -> bool:
+    """Signalled, but it found the three blocked and the run ended with its own status: the
+    tool's last milliseconds. (Blocked also means a child being started, immune(): then the
+    signal is acted on once they are unblocked, and the status says so.)"""
+    return r["signalled"] and r.get("too_late", False) and r["rc"] == 0
+
+
 def problems(r: dict, allow_exit_0: bool = True) -> list[str]:
     """What is wrong with a signalled run's outcome, as sentences (empty: nothing)."""
     out = []
@@ -404,7 +411,7 @@ def problems(r: dict, allow_exit_0: bool = True) -> list[str]:
     num = signal.Signals[name]
     lines = [x for x in r["stderr"].splitlines() if x.strip()]
     said = [x for x in lines if x.startswith("interrupted by ")]
-    if not r["signalled"] or (r.get("too_late") and r["rc"] == 0):  # it had ended, or was ending, before
+    if not r["signalled"] or too_late(r):  # it had ended, or was ending, before the signal was due
         if r["rc"] != 0 or not allow_exit_0:
             out.append(f"ended by itself with status {r['rc']}")
         return out
