@@ -24,8 +24,8 @@ enum hc_kind {
 	HC_RESET_TP = 14,            /* tcp:tcp_receive_reset (first thing in tcp_reset) */
 	HC_ERROR_REPORT = 15,        /* sock:inet_sk_error_report; value = error; ports; sk: the one tcp_reset ran on */
 	HC_SEND_LENGTH = 16,         /* sock:sock_send_length (6.3+): sock_sendmsg returned value */
-	HC_WRITE_ENTER = 17,         /* syscalls:sys_enter_write; fd, value = count, socket fields via the fd */
-	HC_WRITE_EXIT = 18,          /* syscalls:sys_exit_write; fd, value = ret, socket fields via the fd */
+	HC_WRITE_ENTER = 17,         /* sys_enter_write (raw_syscalls:sys_enter of write/send); fd, value = count, socket fields via the fd */
+	HC_WRITE_EXIT = 18,          /* sys_exit_write (raw_syscalls:sys_exit of write/send); fd, value = ret, socket fields via the fd */
 	/* 20..29: packets, the RST's sender, reads, signals. SEND_RESET: state is
 	 * the sender socket's (0xff: no socket), old_state a timewait socket's
 	 * substate, ports the sender's (from the segment it answers). */
@@ -35,8 +35,8 @@ enum hc_kind {
 	HC_RECVMSG_ENTER = 23,       /* tcp_recvmsg entry; value = len */
 	HC_RECVMSG_RETURN = 24,      /* tcp_recvmsg return; value = ret */
 	HC_SIGNAL = 25,              /* signal:signal_generate for the client; value = signal, fd = result */
-	HC_READ_ENTER = 26,          /* syscalls:sys_enter_read; fd, socket fields via the fd */
-	HC_READ_EXIT = 27,           /* syscalls:sys_exit_read; fd, value = ret */
+	HC_READ_ENTER = 26,          /* sys_enter_read (raw_syscalls:sys_enter of read); fd, socket fields via the fd */
+	HC_READ_EXIT = 27,           /* sys_exit_read (raw_syscalls:sys_exit of read); fd, value = ret */
 	HC_GETSOCKOPT_ENTER = 28,    /* sk_getsockopt(SO_ERROR) entry: sk_err there is what it returns; value = optname */
 	/* 30..39: watch mode (trace-halfclose watch, bpf/watch/). old_state of
 	 * WATCH_CALL_* is the call: HC_CALL_*. */

@@ -10,7 +10,9 @@
  *   OFF_NET_INUM, and OFF_SK_SHUTDOWN with SK_SHUTDOWN_SHIFT/SK_SHUTDOWN_MASK
  *   (sk_shutdown was a 2-bit bitfield before it became a u8); for packets
  *   OFF_SKB_HEAD, OFF_SKB_NETWORK_HEADER, OFF_SKB_DEV, OFF_DEV_NET, and
- *   OFF_TW_SUBSTATE for a timewait socket (tracer/kernel/offsets.py lists them all).
+ *   OFF_TW_SUBSTATE for a timewait socket; for the raw tracepoints, what their
+ *   perf records used to carry: OFF_INET_SPORT, OFF_SK_PROTOCOL, OFF_TASK_PID
+ *   (tracer/kernel/offsets.py lists them all).
  *
  * No maps here: bcc rewrites map calls (map.lookup()) only in its main
  * source text, so the filters and the ring buffer live in the parts that
@@ -87,6 +89,38 @@ static __always_inline int hc_read_tcp(struct hc_event *e, const void *skb)
 	e->tcp_flags = th[13];
 	e->value = (s64)total - iplen - thoff;
 	return 1;
+}
+
+/* sk->sk_protocol (a u16 since 5.6; offsets.py refuses an older bitfield). */
+static __always_inline u16 hc_sk_protocol(const void *sk)
+{
+	u16 protocol = 0;
+
+	bpf_probe_read_kernel(&protocol, sizeof(protocol), (const char *)sk + OFF_SK_PROTOCOL);
+	return protocol;
+}
+
+/* task->pid: the thread's id, as signal_generate's and task_newtask's records had it. */
+static __always_inline u32 hc_task_pid(const void *task)
+{
+	u32 pid = 0;
+
+	bpf_probe_read_kernel(&pid, sizeof(pid), (const char *)task + OFF_TASK_PID);
+	return pid;
+}
+
+/* The ports as inet_sock_set_state's and inet_sk_error_report's records had
+ * them: ntohs(inet->inet_sport), ntohs(inet->inet_dport) (include/trace/events/sock.h,
+ * 6.1 and 6.12). Moving to CLOSE unhashes the socket and zeroes skc_num
+ * (inet_put_port) before the state tracepoint fires; inet_sport keeps the port. */
+static __always_inline void hc_record_ports(const void *sk, u16 *sport, u16 *dport)
+{
+	u16 s = 0, d = 0;
+
+	bpf_probe_read_kernel(&s, sizeof(s), (const char *)sk + OFF_INET_SPORT);
+	bpf_probe_read_kernel(&d, sizeof(d), (const char *)sk + OFF_SKC_DPORT);
+	*sport = __builtin_bswap16(s);
+	*dport = __builtin_bswap16(d);
 }
 
 static __always_inline void hc_read_sock(struct hc_event *e, const void *sk)

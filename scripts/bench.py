@@ -7,12 +7,15 @@ namespace, or the client's pid). This measures a loop of 64-byte writes on an
 unrelated loopback TCP connection (the host namespace, this process), under:
 
   baseline      no BPF loaded
-  tool          the tool's programs loaded and armed for another namespace
-  tool+io       also the read/write/sendto syscall tracepoints the tracepoint
-                backend attaches while its client does I/O (pid-filtered)
+  tool          the tool's programs loaded and armed for another namespace (raw
+                tracepoints with the tracepoint backend, as the tool attaches them)
+  tool+io       also raw_syscalls sys_enter/sys_exit, which the tracepoint backend
+                attaches while its client does I/O (pid-filtered)
   bpftrace      bpftrace on the same tracepoints as `tool`, each filtered by a pid
-                that never matches (bpftrace cannot read a socket's netns there)
-  bpftrace+io   also the same syscall tracepoints, pid-filtered
+                that never matches (bpftrace cannot read a socket's netns there);
+                as perf tracepoints: bpftrace 0.17 (Debian 12's) has no raw
+                tracepoint probes ("Invalid probe type" for rawtracepoint:)
+  bpftrace+io   also raw_syscalls sys_enter/sys_exit, pid-filtered
 
 Rounds are interleaved (baseline, tool, tool+io, bpftrace, bpftrace+io,
 baseline, ...): each case loads its probes, measures, and unloads them, so a
@@ -135,7 +138,7 @@ def chosen_backend(requested: str) -> str:
 
 
 def tracepoints_of(backend: str) -> tuple[list[str], list[str]]:
-    """The tracepoints the tool's plan attaches at load, and those during the client's I/O."""
+    """The tracepoints the tool's plan attaches with the programs, and those during the client's I/O."""
     plans, _, _, _ = prepare("repro", backend)
     plan = plans[0]
     at_load = [p.target for p in plan.probes if p.hook == "tracepoint" and p.attach != CLIENT_IO]

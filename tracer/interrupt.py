@@ -87,6 +87,14 @@ def exiting() -> None:
 
 
 def _at_exit() -> None:
+    if _state.late is None and _state.installed:
+        # The tool's last Python: Python's finalization then puts the default handlers back
+        # (a SIGHUP there would kill the process without a word). So the signals are blocked
+        # from here; one that came before is taken as late, one after is left pending and
+        # dropped at exit: the run's own status stands.
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        pending = sorted(set(signal.sigpending()) & (set(SIGNALS) - _state.ignored))
+        _state.late = pending[0] if pending else None
     if _state.late is not None:
         say_interrupted(Interrupted(_state.late), "while exiting")
         for stream in (sys.stdout, sys.stderr):

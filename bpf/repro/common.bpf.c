@@ -4,8 +4,14 @@
  * Every program first checks that its socket (or packet) belongs to the
  * reproduction's network namespace; the client's syscalls and signals are
  * matched by its pid. Tracepoints the kernel may lack are compiled only with
- * HAVE_<tracepoint> (bcc attaches TRACEPOINT_PROBEs at load), which
- * tracer/collect/plan.py defines for those it found in tracefs.
+ * HAVE_<tracepoint>, which tracer/collect/plan.py defines for those it found.
+ *
+ * The tracepoint programs are raw tracepoint programs (attached by
+ * tracer/collect/bpf.py): ctx->args[n] is the n-th argument of the
+ * tracepoint's TP_PROTO, checked against BTF's btf_trace_<name> before they
+ * are attached (tracer/collect/plan.py). What a perf tracepoint's record held
+ * (ports, protocol, pid) is read from the socket or task at BTF offsets, as
+ * TP_fast_assign read it when the tracepoint fired.
  */
 
 /* Filters, filled by user space after load. target_netns[0]: inode of the
@@ -45,22 +51,21 @@ static __always_inline int hc_traced(const void *sk)
 #define HC_RESET_SOCK(sk) hc_traced(sk)
 
 #ifdef HAVE_inet_sock_set_state
-/* Every state change of a traced socket (stable tracepoint since 4.16). */
-TRACEPOINT_PROBE(sock, inet_sock_set_state)
+/* Every state change of a traced socket (since 4.16):
+ * inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate). */
+int tp_inet_sock_set_state(struct bpf_raw_tracepoint_args *ctx)
 {
+	const void *sk = (const void *)ctx->args[0];
 	struct hc_event e = {};
 
-	if (args->protocol != 6 /* IPPROTO_TCP */ || !hc_traced(args->skaddr))
+	if (!hc_traced(sk) || hc_sk_protocol(sk) != 6 /* IPPROTO_TCP */)
 		return 0;
-	hc_fill(&e, HC_SET_STATE, args->skaddr);
-	/* The tracepoint fires before the store: the new state comes from its
-	 * arguments, not from the socket. */
-	e.old_state = args->oldstate;
-	e.state = args->newstate;
-	/* The record's ports: moving to CLOSE unhashes the socket and zeroes its
-	 * local port (inet_put_port) before the tracepoint fires. */
-	e.sport = args->sport;
-	e.dport = args->dport;
+	hc_fill(&e, HC_SET_STATE, sk);
+	/* The tracepoint fires before the store (inet_sk_state_store, net/ipv4/af_inet.c):
+	 * the new state comes from its arguments, not from the socket. */
+	e.old_state = (u8)ctx->args[1];
+	e.state = (u8)ctx->args[2];
+	hc_record_ports(sk, &e.sport, &e.dport); /* skc_num is already 0 when it moves to CLOSE */
 	hc_submit(&e);
 	return 0;
 }
@@ -68,35 +73,39 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 
 #ifdef HAVE_net_dev_start_xmit
 /* Every TCP segment sent in the traced namespace, as the article's tcpdump
- * saw them; loopback delivers each one it sends. */
-TRACEPOINT_PROBE(net, net_dev_start_xmit)
+ * saw them; loopback delivers each one it sends.
+ * net_dev_start_xmit(const struct sk_buff *skb, const struct net_device *dev). */
+int tp_net_dev_start_xmit(struct bpf_raw_tracepoint_args *ctx)
 {
+	const void *skb = (const void *)ctx->args[0];
 	u32 want = hc_target_netns();
 	struct hc_event e = {};
 
-	if (!want || hc_skb_netns(args->skbaddr) != want)
+	if (!want || hc_skb_netns(skb) != want)
 		return 0;
 	hc_fill(&e, HC_PACKET, 0);
-	if (!hc_read_tcp(&e, args->skbaddr))
+	if (!hc_read_tcp(&e, skb))
 		return 0;
 	hc_submit(&e);
-	hc_capture(args->skbaddr, &e, want); /* its bytes, for --pcap (bpf/shared/capture.bpf.c) */
+	hc_capture(skb, &e, want); /* its bytes, for --pcap (bpf/shared/capture.bpf.c) */
 	return 0;
 }
 #endif
 
 #ifdef HAVE_signal_generate
-/* Signals generated for the client (SIGPIPE from sk_stream_error's send_sig). */
-TRACEPOINT_PROBE(signal, signal_generate)
+/* Signals generated for the client (SIGPIPE from sk_stream_error's send_sig).
+ * signal_generate(int sig, struct kernel_siginfo *info, struct task_struct *task,
+ * int group, int result); the record's pid was task->pid. */
+int tp_signal_generate(struct bpf_raw_tracepoint_args *ctx)
 {
 	u32 pid = hc_target_pid();
 	struct hc_event e = {};
 
-	if (!pid || args->pid != pid)
+	if (!pid || hc_task_pid((const void *)ctx->args[2]) != pid)
 		return 0;
 	hc_fill(&e, HC_SIGNAL, 0);
-	e.value = args->sig;
-	e.fd = args->result;
+	e.value = (int)ctx->args[0];
+	e.fd = (int)ctx->args[4];
 	hc_submit(&e);
 	return 0;
 }

@@ -203,46 +203,53 @@ static __always_inline int hc_watch_call_end(s64 ret)
 }
 
 /* Every state change of a watched socket (stable tracepoint since 4.16;
- * required by watch, so not guarded). */
-TRACEPOINT_PROBE(sock, inet_sock_set_state)
+ * required by watch, so not guarded). A raw tracepoint program, as every
+ * tracepoint program below (tracer/collect/bpf.py attaches them):
+ * inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate). */
+int tp_inet_sock_set_state(struct bpf_raw_tracepoint_args *ctx)
 {
-	const void *sk = args->skaddr;
+	const void *sk = (const void *)ctx->args[0];
 	u64 key = (u64)sk;
-	int state = args->newstate;
+	int state = (int)ctx->args[2];
+	u16 sport, dport;
 	struct hc_event e = {};
 
-	if (args->protocol != 6 /* IPPROTO_TCP */)
+	if (hc_sk_protocol(sk) != 6 /* IPPROTO_TCP */)
 		return 0;
 	if (state == HC_TCP_SYN_SENT || state == HC_TCP_SYN_RECV || state == HC_TCP_LISTEN) {
 		watched_sk.delete(&key); /* a new socket at this address */
 		if (state == HC_TCP_LISTEN)
 			return 0;
 	}
-	/* The record's ports: the socket's local port is already 0 when it
-	 * moves to CLOSE (inet_put_port). SYN_SENT is set by connect(2) in the
-	 * connecting task (tcp_v4_connect, net/ipv4/tcp_ipv4.c; on 6.1 and 6.12
-	 * the event's task is the client's): the writer's filter applies. */
-	if (!hc_watch_match(sk, args->sport, args->dport, state == HC_TCP_SYN_SENT))
+	/* The ports as the perf record had them (hc_record_ports: the local port
+	 * from inet_sport, since skc_num is already 0 when it moves to CLOSE).
+	 * SYN_SENT is set by connect(2) in the connecting task (tcp_v4_connect,
+	 * net/ipv4/tcp_ipv4.c; on 6.1 and 6.12 the event's task is the client's):
+	 * the writer's filter applies. */
+	hc_record_ports(sk, &sport, &dport);
+	if (!hc_watch_match(sk, sport, dport, state == HC_TCP_SYN_SENT))
 		return 0;
 	hc_fill(&e, HC_SET_STATE, sk);
-	e.old_state = args->oldstate;
+	e.old_state = (u8)ctx->args[1];
 	e.state = state;
-	e.sport = args->sport;
-	e.dport = args->dport;
+	e.sport = sport;
+	e.dport = dport;
 	hc_submit(&e);
 	return 0;
 }
 
 #ifdef HAVE_tcp_destroy_sock
 /* trace_tcp_destroy_sock() in tcp_v4_destroy_sock (net/ipv4/tcp_ipv4.c): the
- * socket's end (in tracefs of Debian's 6.1.0-56, 6.12.117 and the 6.18.44 microVM). */
-TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
+ * socket's end (in tracefs of Debian's 6.1.0-56, 6.12.117 and the 6.18.44 microVM).
+ * tcp_destroy_sock(struct sock *sk). */
+int tp_tcp_destroy_sock(struct bpf_raw_tracepoint_args *ctx)
 {
-	u64 key = (u64)args->skaddr;
+	const void *sk = (const void *)ctx->args[0];
+	u64 key = (u64)sk;
 
 	if (!watched_sk.lookup(&key))
 		return 0;
-	hc_emit(HC_WATCH_DESTROY, args->skaddr, 0);
+	hc_emit(HC_WATCH_DESTROY, sk, 0);
 	watched_sk.delete(&key);
 	return 0;
 }
@@ -252,27 +259,32 @@ TRACEPOINT_PROBE(tcp, tcp_destroy_sock)
 /* copy_process() (kernel/fork.c), in the parent: a new process of a watched
  * task, or the launcher's child (the command), is watched too. Threads
  * (CLONE_THREAD, include/uapi/linux/sched.h) share their tgid already.
- * Planned only when the watch follows a command (HC_WATCH_FOLLOW). */
-TRACEPOINT_PROBE(task, task_newtask)
+ * Planned only when the watch follows a command (HC_WATCH_FOLLOW).
+ * task_newtask(struct task_struct *task, unsigned long clone_flags) (u64 in 6.18);
+ * the record's pid was task->pid, the new process's tgid. */
+int tp_task_newtask(struct bpf_raw_tracepoint_args *ctx)
 {
 	int zero = 0;
 	u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	u32 child = args->pid;
 	u32 *launcher = watch_launcher.lookup(&zero);
+	u32 child;
 	u8 one = 1;
 
-	if (args->clone_flags & 0x00010000 /* CLONE_THREAD, include/uapi/linux/sched.h v6.1 */)
+	if (ctx->args[1] & 0x00010000 /* CLONE_THREAD, include/uapi/linux/sched.h v6.1 */)
 		return 0;
-	if ((launcher && *launcher == tgid) || watch_pids.lookup(&tgid))
+	if ((launcher && *launcher == tgid) || watch_pids.lookup(&tgid)) {
+		child = hc_task_pid((const void *)ctx->args[0]);
 		watch_pids.update(&child, &one);
+	}
 	return 0;
 }
 #endif
 
 #ifdef HAVE_sched_process_exit
 /* do_exit() (kernel/exit.c): a watched process's pid number may be reused by
- * an unrelated one once it is gone. Planned only with pids (HC_WATCH_BY_PID). */
-TRACEPOINT_PROBE(sched, sched_process_exit)
+ * an unrelated one once it is gone. Planned only with pids (HC_WATCH_BY_PID).
+ * Reads no argument: the exiting task is the current one. */
+int tp_sched_process_exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tgid = id >> 32;

@@ -1,10 +1,10 @@
 /* watch/tracepoint.bpf.c: the watch with stable tracepoints only: the
- * write-like calls from their syscall tracepoints (attached by user space for
- * the whole watch), tcp_reset's tracepoint, sk_err reports and sock_sendmsg's
- * result (bcc attaches those at load, the optional ones only with
- * HAVE_<tracepoint>).
+ * write-like calls from every syscall's entry and exit (raw_syscalls), tcp_reset's
+ * tracepoint, sk_err reports and sock_sendmsg's result. Raw tracepoint programs,
+ * attached by user space for the whole watch (the optional ones compiled only
+ * with HAVE_<tracepoint>).
  *
- * Kernel: the syscall tracepoints (CONFIG_FTRACE_SYSCALLS), tcp:tcp_receive_reset;
+ * Kernel: raw_syscalls:sys_enter and sys_exit, tcp:tcp_receive_reset;
  * sock:sock_send_length 6.3+.
  */
 
@@ -71,42 +71,49 @@ static __always_inline int hc_watch_sys_enter(u32 call, s32 fd, s64 size)
 	return 0;
 }
 
-int sys_enter_write(struct hc_sys_enter_args *args)
+/* raw_syscalls:sys_enter, for every syscall of the machine: the number first
+ * (a register argument, free to compare), then the task filter in
+ * hc_watch_sys_enter (which may compare a 16-byte comm). */
+int watch_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
-	return hc_watch_sys_enter(HC_CALL_WRITE, (s32)args->args[0], (s64)args->args[2]);
+	long nr = hc_sys_enter_nr(ctx);
+
+	if (nr == __NR_write)
+		return hc_watch_sys_enter(HC_CALL_WRITE, (s32)HC_SYS_ARG0(ctx), (s64)HC_SYS_ARG2(ctx));
+	if (nr == __NR_sendto)
+		return hc_watch_sys_enter(HC_CALL_SENDTO, (s32)HC_SYS_ARG0(ctx), (s64)HC_SYS_ARG2(ctx));
+	if (nr == __NR_sendmsg)
+		return hc_watch_sys_enter(HC_CALL_SENDMSG, (s32)HC_SYS_ARG0(ctx),
+					  hc_msg_bytes((const char *)HC_SYS_ARG1(ctx)));
+	if (nr == __NR_writev)
+		return hc_watch_sys_enter(HC_CALL_WRITEV, (s32)HC_SYS_ARG0(ctx),
+					  hc_iov_bytes((const char *)HC_SYS_ARG1(ctx), HC_SYS_ARG2(ctx)));
+	return 0;
 }
 
-int sys_enter_sendto(struct hc_sys_enter_args *args)
+/* raw_syscalls:sys_exit: the number first, then the call kept at its entry. No
+ * task filter here: a call kept must be let go even if its task left the watch. */
+int watch_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	return hc_watch_sys_enter(HC_CALL_SENDTO, (s32)args->args[0], (s64)args->args[2]);
-}
+	long nr = hc_sys_exit_nr(ctx);
 
-int sys_enter_sendmsg(struct hc_sys_enter_args *args)
-{
-	return hc_watch_sys_enter(HC_CALL_SENDMSG, (s32)args->args[0], hc_msg_bytes((const char *)args->args[1]));
-}
-
-int sys_enter_writev(struct hc_sys_enter_args *args)
-{
-	return hc_watch_sys_enter(HC_CALL_WRITEV, (s32)args->args[0],
-				  hc_iov_bytes((const char *)args->args[1], args->args[2]));
-}
-
-/* syscalls:sys_exit_<call> of every call above */
-int sys_exit_call(struct hc_sys_exit_args *args)
-{
-	return hc_watch_call_end(args->ret);
+	if (nr != __NR_write && nr != __NR_sendto && nr != __NR_sendmsg && nr != __NR_writev)
+		return 0;
+	return hc_watch_call_end(hc_sys_ret(ctx));
 }
 
 /* tcp:tcp_receive_reset and sock:inet_sk_error_report: bpf/shared/reset_report.bpf.c. */
 
 #ifdef HAVE_sock_send_length
 /* sock_sendmsg()'s return (net/socket.c, 6.3+), in the writer, for every socket
- * family: TCP first, or a watched task's AF_UNIX socket would join the watch. */
-TRACEPOINT_PROBE(sock, sock_send_length)
+ * family: TCP first, or a watched task's AF_UNIX socket would join the watch.
+ * sock_send_length(struct sock *sk, int ret, int flags). */
+int tp_sock_send_length(struct bpf_raw_tracepoint_args *ctx)
 {
-	if (args->protocol != 6 /* IPPROTO_TCP */ || !hc_watch_sk(args->sk, 1))
+	const void *sk = (const void *)ctx->args[0];
+
+	if (hc_sk_protocol(sk) != 6 /* IPPROTO_TCP */ || !hc_watch_sk(sk, 1))
 		return 0;
-	return hc_emit(HC_SEND_LENGTH, args->sk, args->ret);
+	return hc_emit(HC_SEND_LENGTH, sk, (int)ctx->args[1]);
 }
 #endif

@@ -165,7 +165,7 @@ def run_signals(jobs: list, outdir: Path) -> dict:
         th.start()
     for th in threads:
         th.join()
-    left = rb.Snapshot.take().left_since(before, ours={r["tool_pid"] for r in results})
+    left = rb.left_after(before, ours={r["tool_pid"] for r in results})
     return {"rc": 0, "runs": results, "left": left,
             "problems": [[r["signal"], r["moment"], rb.problems(r)] for r in results]}
 

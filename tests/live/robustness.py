@@ -153,6 +153,8 @@ def prog_holders() -> dict[int, set[int]]:
 
 
 def attached_by(pid: int) -> list[str]:
+    """What a process has attached: bpftool perf lists kprobes' perf events and raw tracepoints
+    (BPF_TASK_FD_QUERY answers for both, kernel/bpf/syscall.c)."""
     return [e.get("tracepoint") or e.get("func") or e.get("fd_type", "?") for e in bpftool("perf", "show")
             if e["pid"] == pid]
 
@@ -190,6 +192,20 @@ class Snapshot:
         return {"bpf_programs": progs, "probe_files": probes, "named_netns": netns}
 
 
+def left_after(before: Snapshot, ours: set[int], within: float = 3.0) -> dict:
+    """What the runs left behind, asked again for up to `within` seconds: closing a raw
+    tracepoint's link puts its program only after an RCU grace period (bpf_link_free ->
+    call_rcu(bpf_link_defer_dealloc_rcu_gp) for a link with dealloc_deferred, as
+    bpf_raw_tp_link_lops has; kernel/bpf/syscall.c, 6.1.192 and 6.12.117), and nothing waits
+    for it, unlike a perf tracepoint's close: a tool that just ended may still be listed."""
+    end = time.monotonic() + within
+    while True:
+        left = Snapshot.take().left_since(before, ours)
+        if not any(left.values()) or time.monotonic() >= end:
+            return left
+        time.sleep(0.1)
+
+
 # --- a run stopped by a signal ---------------------------------------------------------------
 
 
@@ -208,7 +224,7 @@ class Moment:
     """When to send the signal: `delay` seconds after an event of the run, seen from outside:
     start      the process started
     bcc        bcc's library is mapped (the compile begins)
-    attached   a perf event is open (the first probe is attached)
+    attached   a perf event or a BPF link is open (the first probe is attached)
     child      its n-th child process started (a reproduction's child, a watch's keeper)
     gone       no child left, after n were seen (the end of a reproduction: detaching)
     output     its first output (printing)"""
@@ -234,8 +250,8 @@ def _reached(m: Moment, pid: int, kids: list[Proc], children: list[int], out: li
     try:
         if m.event == "bcc":
             return "libbcc" in Path(f"/proc/{pid}/maps").read_text()
-        if m.event == "attached":
-            return any(os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[perf_event]"
+        if m.event == "attached":  # a kprobe's perf event, or a raw tracepoint's link
+            return any(os.readlink(f"/proc/{pid}/fd/{fd}") in ("anon_inode:[perf_event]", "anon_inode:bpf_link")
                        for fd in os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return False  # it ended, or closed that fd as it was read
@@ -255,7 +271,7 @@ def run_signalled(args: list[str], signum: int | None, at: Moment | None = None,
     readers = [_reader(p.stdout, out), _reader(p.stderr, err)]
     seen: dict[int, Proc] = {}
     children: list[int] = []  # the tool's own children, in the order they started
-    signalled, phase, fire = False, "ended", None
+    signalled, phase, fire, too_late = False, "ended", None, False
 
     def sample() -> list[Proc]:
         kids = descendants(p.pid)
@@ -287,6 +303,10 @@ def run_signalled(args: list[str], signum: int | None, at: Moment | None = None,
         try:
             os.kill(p.pid, signum)
             signalled = True
+            # The tool blocks the three signals in its last atexit callback (tracer/interrupt.py
+            # _at_exit): one sent then, or a SIGKILL once it is in the kernel's exit, is too late
+            # to change its status, which is the run's own.
+            too_late = signals_blocked(p.pid)
         except ProcessLookupError:
             phase = "ended"
     try:
@@ -314,7 +334,8 @@ def run_signalled(args: list[str], signum: int | None, at: Moment | None = None,
     return {
         "args": args, "signal": signal.Signals(signum).name if signum else None,
         "moment": str(at) if at else None, "at": round(sent_at, 3),
-        "signalled": signalled, "phase": phase, "rc": p.returncode, "seconds": round(ended - t0, 3),
+        "signalled": signalled, "phase": phase + (" (the three signals blocked when it was sent)" if too_late else ""),
+        "too_late": too_late, "rc": p.returncode, "seconds": round(ended - t0, 3),
         "outlived_by": round(settled, 3),
         "stdout": stdout, "stderr": stderr,
         "processes_seen": [asdict(s) for s in seen.values()],
@@ -322,6 +343,18 @@ def run_signalled(args: list[str], signum: int | None, at: Moment | None = None,
         "netns_left": sorted(namespaces & held),
         "tool_pid": p.pid,
     }
+
+
+def signals_blocked(pid: int) -> bool:
+    """Whether SIGINT, SIGTERM and SIGHUP are all blocked (SigBlk in /proc/PID/status)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigBlk:"):
+                mask = int(line.split()[1], 16)
+                return all(mask >> (s - 1) & 1 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+    except OSError:
+        return False  # reaped already
+    return False
 
 
 def handlers_installed(pid: int) -> bool:
@@ -352,6 +385,13 @@ def _phase(pid: int, seen: dict[int, Proc], out: list[bytes]) -> str:
         "probes attached, before the first child"
 
 
+def too_late(r: dict) -> bool:
+    """Signalled, but it found the three blocked and the run ended with its own status: the
+    tool's last milliseconds. (Blocked also means a child being started, immune(): then the
+    signal is acted on once they are unblocked, and the status says so.)"""
+    return r["signalled"] and r.get("too_late", False) and r["rc"] == 0
+
+
 def problems(r: dict, allow_exit_0: bool = True) -> list[str]:
     """What is wrong with a signalled run's outcome, as sentences (empty: nothing)."""
     out = []
@@ -371,7 +411,7 @@ def problems(r: dict, allow_exit_0: bool = True) -> list[str]:
     num = signal.Signals[name]
     lines = [x for x in r["stderr"].splitlines() if x.strip()]
     said = [x for x in lines if x.startswith("interrupted by ")]
-    if not r["signalled"]:  # it had ended before the signal was due
+    if not r["signalled"] or too_late(r):  # it had ended, or was ending, before the signal was due
         if r["rc"] != 0 or not allow_exit_0:
             out.append(f"ended by itself with status {r['rc']}")
         return out

@@ -51,7 +51,7 @@ def test_auto_reports_its_backend_and_why(native):
         # It must say why the backends before it were not used.
         assert any(n.startswith("kprobe:") for n in meta["backend_notes"])
     if meta["backend"] == "tracepoint":
-        assert "tracepoint:syscalls:sys_enter_write" in meta["probes"]
+        assert "tracepoint:raw_syscalls:sys_enter" in meta["probes"]
 
 
 def test_writes_observed_with_kernel_values(native):

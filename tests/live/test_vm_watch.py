@@ -124,7 +124,7 @@ def test_socket_events_reach_the_connection_from_other_tasks(vm_run):
 def test_tracepoint_backend_sees_the_same_values(vm_run):
     kp, tp = lines(vm_run, "watch_article", "kprobe_json"), lines(vm_run, "watch_article", "tracepoint_json")
     assert tp[0]["backend"] == "tracepoint"
-    assert "tracepoint:syscalls:sys_enter_write" in tp[0]["probes"]
+    assert "tracepoint:raw_syscalls:sys_enter" in tp[0]["probes"]
 
     def facts(objs):
         return [(w["index"], w["ret"], w["errno"], w["state"], w["sk_err"], w["sk_shutdown"], w["fd"])

@@ -27,6 +27,12 @@ def recorded_prototypes(kernel: str) -> dict[str, FuncProto]:
             for name, d in funcs.items()}
 
 
+def recorded_tracepoint_protos(kernel: str) -> dict[str, FuncProto]:
+    """"category:name" -> the raw tracepoint's arguments (types only: BTF names none)."""
+    tps = json.loads((DATA / "btf-prototypes.json").read_text())["kernels"][kernel]["tracepoints"]
+    return {tp: FuncProto(tp.split(":")[1], tuple(Param("", t) for t in types), "void") for tp, types in tps.items()}
+
+
 def _proto(name: str, params: str, returns: str = "void") -> FuncProto:
     """params: "sk: struct sock *, msg: struct msghdr *" -- as the source declares them."""
     out = []
@@ -77,9 +83,12 @@ def formats(kernel: str) -> dict[str, frozenset[str]]:
 
 
 def view(functions, tracepoints, prototypes, *, kprobes=True, btf=True, ringbuf=True,
-         tracepoint_fields=None, btf_functions=None) -> KernelView:
-    """A kernel with these functions (in kallsyms) and tracepoints (in tracefs), and these prototypes in BTF."""
-    functions = frozenset(functions)
-    return KernelView(kprobes=kprobes, btf=btf, functions=functions, tracepoints=frozenset(tracepoints),
+         tracepoint_fields=None, btf_functions=None, tracepoint_protos=None) -> KernelView:
+    """A kernel with these functions (in kallsyms) and tracepoints (in tracefs), and these prototypes in BTF
+    (tracepoint_protos: the raw tracepoints' arguments; None: not read, not checked)."""
+    functions, tracepoints = frozenset(functions), frozenset(tracepoints)
+    return KernelView(kprobes=kprobes, btf=btf, functions=functions, tracepoints=tracepoints,
                       btf_functions=btf_functions, prototypes={f: p for f, p in prototypes.items() if f in functions},
-                      ringbuf=ringbuf, tracepoint_fields=tracepoint_fields or {})
+                      ringbuf=ringbuf, tracepoint_fields=tracepoint_fields or {},
+                      tracepoint_protos=None if tracepoint_protos is None else
+                      {tp: p for tp, p in tracepoint_protos.items() if tp in tracepoints})

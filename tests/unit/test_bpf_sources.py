@@ -6,8 +6,10 @@ KRETFUNC_PROBE(f) kretfunc__f, with `unsigned long long *ctx`: BPF_PROG in
 src/cc/export/helpers.h of bcc 0.26).
 
 What bcc would otherwise only say at load: a program the plan attaches is not in
-the text; a program bcc attaches at load (kfunc__, kretfunc__, tracepoint__) is
-compiled for a probe the plan left out; a hook is defined twice.
+the text; a program bcc attaches at load (kfunc__, kretfunc__, or bcc's
+tracepoint__ and raw_tracepoint__, which the tool no longer uses) is compiled for
+a probe the plan left out; a hook is defined twice; a tracepoint's program is not
+a raw tracepoint program.
 """
 from __future__ import annotations
 
@@ -34,13 +36,13 @@ BCC_MACROS = [
 ]
 # What watch.filter_defines() gives for --port 9999 (one filter is required: #error otherwise).
 WATCH_FILTER = ["-DHC_WATCH_PORT=9999", "-DHC_TCP_SYN_SENT=2", "-DHC_TCP_SYN_RECV=3", "-DHC_TCP_LISTEN=10"]
-AUTOLOADED = re.compile(r"^(?:tracepoint|kfunc|kretfunc)__")
+AUTOLOADED = re.compile(r"^(?:tracepoint|raw_tracepoint|kfunc|kretfunc)__")
 PROTOS_6_1 = recorded_prototypes("6.1.0-57-amd64")  # where the arguments are (tests/unit/kernels.py)
 REQUIRED_ONLY = KernelView(  # a kernel with nothing optional: every HAVE_ guard is off
     kprobes=True, btf=True,
     functions=frozenset({"tcp_sendmsg_locked", "tcp_reset", "tcp_done"}),
-    tracepoints=frozenset({"sock:inet_sock_set_state", "tcp:tcp_receive_reset", "syscalls:sys_enter_write",
-                           "syscalls:sys_exit_write", "task:task_newtask"}),  # the last: watch following a command
+    tracepoints=frozenset({"sock:inet_sock_set_state", "tcp:tcp_receive_reset", "raw_syscalls:sys_enter",
+                           "raw_syscalls:sys_exit", "task:task_newtask"}),  # the last: watch following a command
     prototypes=PROTOS_6_1)
 EVERYTHING = KernelView(kprobes=True, btf=True, functions=frozenset(function_targets()),
                         tracepoints=frozenset(tracepoint_targets()), prototypes=PROTOS_6_1)
@@ -48,10 +50,13 @@ EVERYTHING = KernelView(kprobes=True, btf=True, functions=frozenset(function_tar
 
 @pytest.fixture(scope="module")
 def stub_includes(tmp_path_factory) -> Path:
-    """<uapi/linux/ptrace.h> comes from the kernel headers bcc uses: an empty one will do for cpp."""
+    """<uapi/linux/ptrace.h> and <asm/unistd_64.h> come from the kernel headers bcc uses:
+    empty ones will do for cpp."""
     root = tmp_path_factory.mktemp("include")
     (root / "uapi" / "linux").mkdir(parents=True)
     (root / "uapi" / "linux" / "ptrace.h").write_text("")
+    (root / "asm").mkdir()
+    (root / "asm" / "unistd_64.h").write_text("")
     return root
 
 
@@ -91,6 +96,10 @@ def test_every_planned_program_is_compiled_once_and_nothing_else_autoloads(mode,
     assert loaded_by_bcc == {p.program for p in plan.attached_at(LOAD)}, "bcc would attach what the plan left out"
     # The programs attached by hand must not carry bcc's autoload prefixes (bcc would attach them twice).
     assert not [p for p in plan.probes if p.attach != LOAD and AUTOLOADED.match(p.program)]
+    # Tracepoints are attached raw (bpf.py): their programs take the raw tracepoint's arguments.
+    for p in plan.probes:
+        if not p.is_function:
+            assert re.search(rf"^int {p.program}\(struct bpf_raw_tracepoint_args \*ctx\)", c, re.M), p.name
 
 
 @pytest.mark.parametrize("mode,backend", [(m, b) for m in MODES for b in BACKENDS])

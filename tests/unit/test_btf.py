@@ -374,3 +374,40 @@ def test_vmlinux_prototypes(kbtf):
     assert proto.params[0].type == "struct sock *"
     recv = kbtf.func_proto("tcp_recvmsg")
     assert recv.names[:3] == ("sk", "msg", "len") and recv.ret_slot == len(recv.params)
+
+
+# ---- raw tracepoints: btf_trace_<name> -----------------------------------------
+
+def add_trace_typedef(b: BtfBuilder, name: str, params) -> int:
+    """typedef void (*btf_trace_<name>)(void *, params...): what include/trace/bpf_probe.h
+    declares for every tracepoint (__DEFINE_EVENT), its parameters unnamed. params: type ids."""
+    void_ptr = b.add(PTR, size_or_type=0)
+    items = [void_ptr, *params]
+    proto = b.add(FUNC_PROTO, vlen=len(items), size_or_type=0,
+                  trailer=b"".join(struct.pack("<II", 0, t) for t in items))
+    return b.add(TYPEDEF, f"btf_trace_{name}", size_or_type=b.add(PTR, size_or_type=proto))
+
+
+def test_a_tracepoint_prototype_is_its_typedef_without_the_probe_data():
+    b = BtfBuilder()
+    t = kernel_types(b)
+    const_int = b.add(CONST, size_or_type=t["int"])
+    add_trace_typedef(b, "inet_sock_set_state", [t["const sock *"], const_int, const_int])
+    add_trace_typedef(b, "tcp_receive_reset", [t["sock *"]])
+    b.add(TYPEDEF, "btf_trace_broken", size_or_type=t["int"])
+    btf = Btf(b.blob())
+    proto = btf.tracepoint_proto("inet_sock_set_state")
+    assert [p.type for p in proto.params] == ["const struct sock *", "const int", "const int"]
+    assert proto.names == ("", "", "") and proto.returns == "void"  # BTF names none of them
+    assert [p.type for p in btf.tracepoint_proto("tcp_receive_reset").params] == ["struct sock *"]
+    with pytest.raises(BtfError, match="no typedef 'btf_trace_sock_send_length'"):
+        btf.tracepoint_proto("sock_send_length")  # a kernel before 6.3
+    with pytest.raises(BtfError, match="not a pointer"):
+        btf.tracepoint_proto("broken")
+
+
+def test_vmlinux_tracepoint_prototypes(kbtf):
+    """The running kernel: the raw tracepoints the tool attaches, as their TP_PROTO declares them."""
+    assert [p.type for p in kbtf.tracepoint_proto("inet_sock_set_state").params] == [
+        "const struct sock *", "const int", "const int"]
+    assert [p.type for p in kbtf.tracepoint_proto("sys_enter").params] == ["struct pt_regs *", "long int"]

@@ -9,7 +9,7 @@ from .test_btf import build_sample
 
 QUESTIONS = [("field", "outer", "g"), ("field", "outer", "in.state"), ("enum_values", "color"),
              ("has_struct", "outer"), ("func_exists", "my_func"), ("func_exists", "nope"),
-             ("field", "outer", "nope"), ("enum_values", "nocolor")]
+             ("field", "outer", "nope"), ("enum_values", "nocolor"), ("tracepoint_proto", "nope")]
 
 
 def _answer(obj, q):

@@ -38,6 +38,32 @@ def test_a_signal_in_a_shielded_block_is_raised_after_it():
     assert p.stdout.strip() == "['the block ran to its end'] 15 SIGTERM", p.stderr
 
 
+def test_at_its_very_end_a_signal_already_sent_is_said_and_a_later_one_cannot_kill_it():
+    """The last atexit callback blocks the signals: Python's finalization would put the default
+    handlers back, and a SIGHUP there killed the process without a word (seen once detaching
+    became instant, #16). One that came before is said, with its status."""
+    before = python("""
+        import os, signal
+        from tracer import interrupt
+        interrupt.install()
+        interrupt.exiting()
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGHUP])  # it comes while blocked: pending
+        os.kill(os.getpid(), signal.SIGHUP)
+    """)
+    assert before.returncode == 129 and before.stderr.strip() == "interrupted by SIGHUP: while exiting", before
+    after = python("""
+        import atexit, os, signal
+        from tracer import interrupt
+        interrupt.install()
+        interrupt.exiting()
+        atexit.unregister(interrupt._at_exit)
+        interrupt._at_exit()  # what the last callback does; then a signal during finalization
+        os.kill(os.getpid(), signal.SIGHUP)
+        print("still here")
+    """)
+    assert after.returncode == 0 and after.stdout.strip() == "still here" and not after.stderr, after
+
+
 def test_while_an_interruption_is_handled_later_signals_are_dropped_until_rearmed():
     p = python("""
         import os, signal, time

@@ -4,8 +4,9 @@ hand-written kernels, and its program names against the watch's BPF texts (bpf/w
 Kernel facts used: write(2) reaches ksys_write, send/sendto(2) __sys_sendto,
 sendmsg(2) __sys_sendmsg (net/socket.c) and writev(2) do_writev
 (fs/read_write.c) -- all four in /proc/kallsyms of Debian's 6.1.0-56 and
-6.12.117 and of the 6.18.44 microVM; their syscall tracepoints are
-syscalls:sys_{enter,exit}_<call> (SYSCALL_DEFINE).
+6.12.117 and of the 6.18.44 microVM. With tracepoints, every syscall's entry and
+exit: raw_syscalls:sys_enter and sys_exit (include/trace/events/syscalls.h), the
+events syscalls:sys_{enter,exit}_<call> are built on (kernel/trace/trace_syscalls.c).
 """
 import re
 
@@ -13,8 +14,8 @@ import pytest
 
 from tracer.errors import UserError
 from tracer.collect import sources
-from tracer.collect.plan import (BACKENDS, CALLS, DESTROY_TP, EXIT_TP, EXPLICIT, NEWTASK_TP, STATE_TP, candidates,
-                                 function_targets, plan_for, tracepoint_targets)
+from tracer.collect.plan import (BACKENDS, CALLS, DESTROY_TP, EXIT_TP, EXPLICIT, NEWTASK_TP, STATE_TP, SYS_ENTER_TP,
+                                 SYS_EXIT_TP, candidates, function_targets, plan_for, tracepoint_targets)
 from tracer.kernel.view import KernelView
 from tests.unit.kernels import recorded_prototypes
 
@@ -22,7 +23,7 @@ from tests.unit.kernels import recorded_prototypes
 WATCH_FUNCS = ("tcp_sendmsg_locked", "sk_stream_wait_connect", "sk_stream_error", "tcp_reset",
                "tcp_done_with_error", "tcp_done", "tcp_fin")
 CALL_FUNCS = frozenset(func for func, _ in CALLS)
-CALL_TPS = {call: (f"syscalls:sys_enter_{call}", f"syscalls:sys_exit_{call}") for _, call in CALLS}
+SYSCALL_TPS = (SYS_ENTER_TP, SYS_EXIT_TP)
 ALL_FUNCS = frozenset(function_targets())
 ALL_TPS = frozenset(tracepoint_targets())
 
@@ -67,12 +68,22 @@ def test_fentry_programs_exist_for_each_call_under_its_have_macro():
 
 
 def test_tracepoint_programs_exist():
+    """Every tracepoint is attached raw by user space, its program taking the raw arguments."""
     body = sources.joined("watch", "tracepoint")
-    defined = set(re.findall(r"^int\s+(\w+)\s*\(\s*struct\s+hc_sys_(?:enter|exit)_args\s*\*", body, re.M))
-    attached = plan("tracepoint").attached_at(EXPLICIT)
-    assert {p.target for p in attached} == {tp for pair in CALL_TPS.values() for tp in pair}
-    for p in attached:
-        assert p.program in defined, p
+    defined = set(re.findall(r"^int\s+(\w+)\s*\(\s*struct\s+bpf_raw_tracepoint_args\s*\*ctx", body, re.M))
+    p = plan("tracepoint", follow=True, by_pid=True)
+    attached = p.attached_at(EXPLICIT)
+    assert attached == p.probes and set(SYSCALL_TPS) <= {x.target for x in attached}
+    for probe in attached:
+        assert probe.program in defined, probe
+
+
+def test_the_syscall_programs_keep_each_write_like_call_by_its_number():
+    """raw_syscalls fires for every syscall: the programs pick the four calls by number (__NR_<call>)."""
+    body = sources.joined("watch", "tracepoint")
+    for program in ("watch_sys_enter", "watch_sys_exit"):
+        text = re.search(rf"^int {program}\(.*?^}}", body, re.M | re.S).group(0)
+        assert all(f"__NR_{call}" in text for _, call in CALLS), program
 
 
 def test_all_present_attaches_calls_and_misses_nothing():
@@ -89,8 +100,7 @@ def test_all_present_attaches_calls_and_misses_nothing():
 def test_tracepoint_backend_uses_the_syscall_tracepoints():
     p = plan("tracepoint")
     names = p.attached_names()
-    for pair in CALL_TPS.values():
-        assert all(f"tracepoint:{tp}" in names for tp in pair)
+    assert all(f"tracepoint:{tp}" in names for tp in SYSCALL_TPS)
     assert "tracepoint:tcp:tcp_receive_reset" in names and p.functions == ()
 
 
@@ -98,9 +108,10 @@ def test_missing_call_functions_are_listed_not_fatal():
     p = plan("kprobe", view(functions=ALL_FUNCS - {"do_writev"}))
     assert "do_writev" in p.missing and [f for f in p.functions if f in CALL_FUNCS] == [
         "ksys_write", "__sys_sendto", "__sys_sendmsg"]
-    # A call is followed only with both its tracepoints: both are then listed as missing.
-    t = plan("tracepoint", view(tracepoints=ALL_TPS - {"syscalls:sys_exit_writev"}))
-    assert not set(CALL_TPS["writev"]) & set(t.tracepoints) and "syscalls:sys_enter_writev" in t.missing
+    # With tracepoints the calls come from raw_syscalls' entry and exit together: without either,
+    # the backend cannot follow a write.
+    with pytest.raises(UserError, match="raw_syscalls:sys_exit"):
+        plan("tracepoint", view(tracepoints=ALL_TPS - {SYS_EXIT_TP}))
 
 
 def test_fentry_needs_btf_for_a_call_function():

@@ -43,26 +43,6 @@ class BackendRefused(BackendUnavailable):
     refused = True
 
 
-def _detach_tracepoints(bpf, tracepoints: list[bytes]) -> None:
-    """Detach tracepoints together: each detach waits for the kernel to be done with the
-    program (an RCU grace period, some 60-70 ms here), and waits that overlap cost one."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def detach(tp: bytes) -> str | None:
-        try:
-            bpf.detach_tracepoint(tp=tp)  # the close(2) in bcc's C library runs without the GIL
-        except Exception as exc:  # bcc raises plain Exception
-            return f"detaching tracepoint:{tp.decode()} failed ({exc}); the kernel detaches it at this process's exit"
-        return None
-
-    if not tracepoints:
-        return
-    with ThreadPoolExecutor(max_workers=len(tracepoints)) as pool:
-        for problem in pool.map(detach, tracepoints):
-            if problem:
-                _said(problem)
-
-
 def import_bcc():
     try:
         import bcc  # Debian's python3-bpfcc, never the PyPI "bcc"
@@ -142,8 +122,8 @@ class BpfSession:
         self._reader: ringbuf.RingReader | None = None  # raw: the events' pages read directly
 
     def load(self) -> None:
-        """Compile (bcc attaches the KFUNC_PROBE and TRACEPOINT_PROBE programs here),
-        attach the plan's EXPLICIT rows, open the ring buffer. On any failure, or a
+        """Compile (bcc attaches the KFUNC_PROBE programs here), attach the plan's
+        EXPLICIT rows (kprobes, raw tracepoints), open the ring buffer. On any failure, or a
         signal that came meanwhile, what was attached is detached again."""
         try:
             with interrupt.shielded():
@@ -191,7 +171,8 @@ class BpfSession:
         elif probe.hook == "kretprobe":
             self.bpf.attach_kretprobe(event=target, fn_name=program)
         elif probe.hook == "tracepoint":
-            self.bpf.attach_tracepoint(tp=target, fn_name=program)
+            # Raw: no perf event to close at detach, so no RCU grace period to wait for (plan.py).
+            self.bpf.attach_raw_tracepoint(tp=probe.tracepoint_name.encode(), fn_name=program)
         else:
             raise ValueError(f"{probe.name}: bcc attaches {probe.hook} programs at load, not after")
 
@@ -210,9 +191,10 @@ class BpfSession:
         return out
 
     def begin_client_io(self) -> None:
-        """The syscall tracepoints of the plan's CLIENT_IO rows, only while the client does I/O:
-        an enabled syscall tracepoint slows every syscall of the machine (syscall_regfunc,
-        kernel/tracepoint.c)."""
+        """The raw_syscalls programs of the plan's CLIENT_IO rows, only while the client does
+        I/O: while they are attached every syscall of the machine takes the slow path that
+        runs them (syscall_regfunc, kernel/tracepoint.c, sets SYSCALL_WORK_SYSCALL_TRACEPOINT
+        on every task), and a raw tracepoint attaches and detaches in well under a millisecond."""
         with interrupt.shielded():
             if not self._io:
                 for probe in self.plan.attached_at(CLIENT_IO):
@@ -222,7 +204,11 @@ class BpfSession:
     def end_client_io(self) -> None:
         with interrupt.shielded():
             probes, self._io = self._io, []
-            _detach_tracepoints(self.bpf, [p.target.encode() for p in probes])
+            for probe in probes:
+                try:
+                    self.bpf.detach_raw_tracepoint(tp=probe.tracepoint_name.encode())
+                except Exception as exc:  # bcc raises plain Exception
+                    _said(f"detaching {probe.name} failed ({exc}); the kernel detaches it at this process's exit")
 
     def poll(self, timeout_ms: int = 0) -> list:
         """The events that came since the last call: Events, or their records' bytes (raw;
@@ -255,7 +241,6 @@ class BpfSession:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
-            _detach_tracepoints(bpf, list(bpf.tracepoint_fds))  # what bcc's cleanup would do one by one
             try:
                 bpf.cleanup()  # detaches each probe bcc lists, closes the programs and ring buffers
             except Exception as exc:  # bcc raises plain Exception

@@ -17,7 +17,7 @@ from tracer.kernel.support import find_tracefs, headers_dir, kernel_functions, k
 from tracer.kernel.view import BTF_PATH, KernelView, kernel_view, load_btf, prototypes_of
 from tracer.collect.bpf import bcc_status, fentry_trial
 from tracer.collect.plan import (BACKEND, OPTIONAL, by_target, function_targets, functions_of, rows,
-                                 tracepoint_targets)
+                                 tracepoint_shape_problem, tracepoint_targets)
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,18 @@ def run_checks(boot: Path = Path("/boot")) -> list[Check]:
                             where if name in funcs else (p.note or "not in /proc/kallsyms"),
                             "" if p.need == OPTIONAL else "another kernel (trace-halfclose vm --kernel)",
                             required=False))
+    view = _view(tracefs)
     for tp, p in by_target(rows("repro", "tracepoint")).items():
         have = bool(tracefs) and tracepoint_exists(tracefs, *tp.split(":"))
-        checks.append(Check(f"tracepoint {tp}", have, "present" if have else "missing",
+        # Attached raw: its program reads the tracepoint's arguments, which BTF gives.
+        proto = (view.tracepoint_protos or {}).get(tp) if view is not None else None
+        problem = tracepoint_shape_problem(p, view) if have and view is not None else None
+        detail = ("present" + (f"; BTF: {proto.name}({', '.join(x.type for x in proto.params)})" if proto else "")
+                  if have else "missing")
+        checks.append(Check(f"tracepoint {tp}", have and not problem, problem or detail,
                             "a newer kernel" if p.need == BACKEND else "", required=False))
 
-    checks += era_checks(_view(tracefs))
+    checks += era_checks(view)
 
     vng_ok, vng_detail = True, ""
     try:

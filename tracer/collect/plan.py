@@ -8,6 +8,18 @@ attached. A Plan keeps the rows this kernel allows; the -DHAVE_ flags, the
 attach loop (tracer/collect/bpf.py) and the names a recording lists as
 attached are all derived from them.
 
+Tracepoints are attached as raw tracepoints (BPF_PROG_TYPE_RAW_TRACEPOINT):
+the program gets the tracepoint's C arguments (ctx->args[n]) instead of the
+record a perf tracepoint builds, and attaching or detaching one takes no RCU
+grace period (closing a perf tracepoint waits for one:
+perf_trace_event_unreg -> tracepoint_synchronize_unregister,
+kernel/trace/trace_event_perf.c, 6.1 and 6.12). A row names the argument types
+its program reads, in order (`args`); the Plan checks them against the
+tracepoint's prototype in BTF (the typedef btf_trace_<name>), so no program
+reads an argument the kernel passes elsewhere. A row of the tracepoint table
+keeps the kernel's "category:name" (tracefs, recordings); the raw tracepoint
+is attached by its name alone.
+
 Arguments by position, from the running kernel's BTF: a row names the
 parameters its program reads (`reads`, by name), the Plan turns the
 prototype BTF gives into -DARG_<function>_<parameter>=<slot> and, for fexit,
@@ -33,9 +45,9 @@ MODES = ("repro", "watch")  # the reproduction (trace-halfclose run), trace-half
 REPRO, WATCH, BOTH = ("repro",), ("watch",), ("repro", "watch")
 
 # When a program is attached.
-LOAD = "load"  # by bcc as it loads the text: KFUNC_PROBE, KRETFUNC_PROBE, TRACEPOINT_PROBE
-EXPLICIT = "explicit"  # by BpfSession right after the load
-CLIENT_IO = "client_io"  # only while the reproduction's client reads and writes (syscall tracepoints)
+LOAD = "load"  # by bcc as it loads the text: KFUNC_PROBE, KRETFUNC_PROBE
+EXPLICIT = "explicit"  # by BpfSession right after the load (kprobes, raw tracepoints)
+CLIENT_IO = "client_io"  # only while the reproduction's client reads and writes (raw_syscalls)
 
 # What a target missing from this kernel means.
 OPTIONAL = "optional"  # listed as missing; traced without it
@@ -51,6 +63,8 @@ SIGNAL_TP = "signal:signal_generate"
 DESTROY_TP = "tcp:tcp_destroy_sock"  # a watched socket's end
 NEWTASK_TP = "task:task_newtask"  # follow the command's new processes
 EXIT_TP = "sched:sched_process_exit"  # forget exited pids
+SYS_ENTER_TP = "raw_syscalls:sys_enter"  # every syscall's entry: the syscall events are built on it
+SYS_EXIT_TP = "raw_syscalls:sys_exit"
 # The write-like calls watch follows (kernel function taking the fd, syscall
 # name), read from /proc/kallsyms of Debian's 6.1.0-56 and 6.12.117 and 6.18.44.
 CALLS = (("ksys_write", "write"), ("__sys_sendto", "sendto"), ("__sys_sendmsg", "sendmsg"), ("do_writev", "writev"))
@@ -61,7 +75,7 @@ class Probe:
     """One hook: a row of PROBES."""
 
     target: str  # a kernel function, or a tracepoint "category:name"
-    hook: str  # kprobe, kretprobe, fentry, fexit, tracepoint
+    hook: str  # kprobe, kretprobe, fentry, fexit, tracepoint (attached raw)
     program: str  # the program's name in the mode's joined BPF text
     modes: tuple[str, ...]
     need: str = OPTIONAL
@@ -72,6 +86,9 @@ class Probe:
     together: str = ""  # rows with the same value are used all or none (a syscall's enter and exit)
     remedy: str = ""  # MODE: what to do when it is missing
     reads: tuple[str, ...] = ()  # functions: the parameters its program reads, by name (slots from BTF)
+    # tracepoints: the C types of the arguments its program reads, from the first on (ctx->args[0..]);
+    # a tuple gives the spellings kernels use for one slot. `const` is not compared (same layout).
+    args: tuple[str | tuple[str, ...], ...] = ()
 
     @property
     def reads_return(self) -> bool:
@@ -89,8 +106,13 @@ class Probe:
 
     @property
     def define(self) -> str:
-        """HAVE_<function> or HAVE_<tracepoint name>: the guard of a program bcc attaches at load."""
-        return f"-DHAVE_{self.target.split(':')[-1]}"
+        """HAVE_<function> or HAVE_<tracepoint name>: the guard of an optional program."""
+        return f"-DHAVE_{self.tracepoint_name}"
+
+    @property
+    def tracepoint_name(self) -> str:
+        """A tracepoint's name without its category: the raw tracepoint's, and its btf_trace_ typedef's."""
+        return self.target.split(":")[-1]
 
     def serves(self, mode: str, backend: str) -> bool:
         return mode in self.modes and backend in (self.backends or (HOOK_BACKEND[self.hook],))
@@ -112,15 +134,17 @@ def _function(func: str, entry: str, ret: str | None, modes: tuple[str, ...], ne
 
 
 def _tracepoint(tp: str, modes: tuple[str, ...], backends: tuple[str, ...], need: str = OPTIONAL,
-                program: str = "", attach: str = LOAD, **more) -> Probe:
-    """A tracepoint's row; a TRACEPOINT_PROBE(category, name) is bcc's tracepoint__category__name."""
-    category, name = tp.split(":")
-    return Probe(tp, "tracepoint", program or f"tracepoint__{category}__{name}", modes, need,
+                program: str = "", attach: str = EXPLICIT, **more) -> Probe:
+    """A tracepoint's row; its program is tp_<name> unless named."""
+    return Probe(tp, "tracepoint", program or f"tp_{tp.split(':')[1]}", modes, need,
                  attach=attach, backends=backends, **more)
 
 
 ALL = BACKENDS
 TP = ("tracepoint",)
+SK = ("struct sock *",)
+STATE_ARGS = ("struct sock *", "int", "int")  # inet_sock_set_state(sk, oldstate, newstate)
+SYSCALL_ARGS = ("struct pt_regs *", "long int")  # sys_enter(regs, id), sys_exit(regs, ret)
 PROBES: tuple[Probe, ...] = (
     # The write path (tcp_sendmsg_locked, net/ipv4/tcp.c, since 4.18; what it calls on an error).
     # The parameter names are the kernel's (BTF; the same in every tree read, 5.4.59 to 6.12.117,
@@ -150,35 +174,36 @@ PROBES: tuple[Probe, ...] = (
     *_function("__sys_sendmsg", "sys_sendmsg_enter", "call_return_long", WATCH, reads=("fd",)),
     *_function("do_writev", "do_writev_enter", "call_return_long", WATCH, reads=("fd",)),
     # Every state change: the reproduction waits for CLOSE_WAIT with it; watch follows each socket's life.
-    _tracepoint(STATE_TP, REPRO, ("kprobe", "fentry")),
-    _tracepoint(STATE_TP, REPRO, TP, BACKEND),
+    # The argument types of each tracepoint: its TP_PROTO (include/trace/events/{sock,tcp,net,signal,task,
+    # sched,syscalls}.h of 6.1 and 6.12, Debian's headers; the btf_trace_ typedefs of 6.18.44's BTF).
+    _tracepoint(STATE_TP, REPRO, ("kprobe", "fentry"), args=STATE_ARGS),
+    _tracepoint(STATE_TP, REPRO, TP, BACKEND, args=STATE_ARGS),
     _tracepoint(STATE_TP, WATCH, ALL, MODE, note="watch follows each socket's life with it",
-                remedy="mount tracefs (mount -t tracefs nodev /sys/kernel/tracing), or use a kernel 4.16+"),
+                remedy="mount tracefs (mount -t tracefs nodev /sys/kernel/tracing), or use a kernel 4.16+",
+                args=STATE_ARGS),
     # The tracepoint backend: tcp_reset's first statement, the client's writes, sk_err, the result.
-    _tracepoint("tcp:tcp_receive_reset", BOTH, TP, BACKEND),
-    _tracepoint("syscalls:sys_enter_write", REPRO, TP, BACKEND, "write_enter", CLIENT_IO),
-    _tracepoint("syscalls:sys_exit_write", REPRO, TP, BACKEND, "write_exit", CLIENT_IO),
-    _tracepoint("sock:inet_sk_error_report", BOTH, TP,
+    _tracepoint("tcp:tcp_receive_reset", BOTH, TP, BACKEND, args=SK),
+    # Every syscall's entry and exit (include/trace/events/syscalls.h: sys_enter(regs, id), sys_exit(regs,
+    # ret)); the programs keep the client's read, write and sendto. Attached only while it does I/O.
+    _tracepoint(SYS_ENTER_TP, REPRO, TP, BACKEND, "io_enter", CLIENT_IO, together="io", args=SYSCALL_ARGS),
+    _tracepoint(SYS_EXIT_TP, REPRO, TP, BACKEND, "io_exit", CLIENT_IO, together="io", args=SYSCALL_ARGS),
+    _tracepoint("sock:inet_sk_error_report", BOTH, TP, args=SK,
                 note="since 5.14 (sk_error_report, net/core/sock.c); before, sk_err is seen at the next write"),
-    _tracepoint("sock:sock_send_length", BOTH, TP,
+    _tracepoint("sock:sock_send_length", BOTH, TP, args=("struct sock *", "int"),
                 note="since 6.3 (sock_sendmsg_nosec, net/socket.c); before, only write(2)'s return"),
-    # 6.1: full sockets only; 6.10+: also timewait and no socket. Its record changed in 6.10: attached by hand.
-    _tracepoint("tcp:tcp_send_reset", REPRO, TP, program="send_reset_tp", attach=EXPLICIT),
-    _tracepoint("syscalls:sys_enter_read", REPRO, TP, program="read_enter", attach=CLIENT_IO),
-    _tracepoint("syscalls:sys_exit_read", REPRO, TP, program="read_exit", attach=CLIENT_IO),
-    _tracepoint("syscalls:sys_enter_sendto", REPRO, TP, program="write_enter", attach=CLIENT_IO),  # send(2) on x86-64
-    _tracepoint("syscalls:sys_exit_sendto", REPRO, TP, program="write_exit", attach=CLIENT_IO),
+    # 6.1: full sockets only; 6.10+: also timewait and no socket, and a third argument, reason (not read).
+    _tracepoint("tcp:tcp_send_reset", REPRO, TP, args=("struct sock *", "struct sk_buff *")),
     # Packets and signals, with every backend.
-    _tracepoint(PACKET_TP, REPRO, ALL),
-    _tracepoint(SIGNAL_TP, REPRO, ALL),
-    # watch with tracepoints: each write-like call from its syscall's enter and exit, for the whole watch.
-    *(_tracepoint(f"syscalls:sys_{side}_{call}", WATCH, TP, BACKEND if call == "write" else OPTIONAL,
-                  f"sys_enter_{call}" if side == "enter" else "sys_exit_call", EXPLICIT, together=call)
-      for _, call in CALLS for side in ("enter", "exit")),
+    _tracepoint(PACKET_TP, REPRO, ALL, args=("struct sk_buff *",)),
+    _tracepoint(SIGNAL_TP, REPRO, ALL, args=("int", "struct kernel_siginfo *", "struct task_struct *", "int", "int")),
+    # watch with tracepoints: the write-like calls from every syscall's entry and exit, for the whole watch.
+    _tracepoint(SYS_ENTER_TP, WATCH, TP, BACKEND, "watch_sys_enter", together="calls", args=SYSCALL_ARGS),
+    _tracepoint(SYS_EXIT_TP, WATCH, TP, BACKEND, "watch_sys_exit", together="calls", args=SYSCALL_ARGS),
     # watch: a socket's end, and the processes it follows.
-    _tracepoint(DESTROY_TP, WATCH, ALL),
+    _tracepoint(DESTROY_TP, WATCH, ALL, args=SK),
     _tracepoint(NEWTASK_TP, WATCH, ALL, MODE, only_with="follow", note="the command's processes cannot be followed",
-                remedy="watch it by --comm or --port instead of starting it"),
+                remedy="watch it by --comm or --port instead of starting it",
+                args=("struct task_struct *", ("long unsigned int", "u64"))),  # clone_flags: unsigned long, then u64
     _tracepoint(EXIT_TP, WATCH, ALL, only_with="by_pid"),
 )
 
@@ -277,9 +302,36 @@ def _needs_prototype(p: Probe) -> bool:
     return p.hook in ("fentry", "fexit") or len(p.reads) > 1
 
 
+def _bare(c_type: str) -> str:
+    """A C type without its const qualifiers: the layout is the same."""
+    return " ".join(word for word in c_type.split() if word != "const")
+
+
+def tracepoint_shape_problem(p: Probe, view: KernelView) -> str | None:
+    """Why a tracepoint row's program must not be attached although the tracepoint is
+    there: its prototype in BTF is unknown, or differs from the argument types the
+    program reads. None: checked and right, or nothing read, or not checked (a view
+    that did not read BTF, as tests write by hand)."""
+    if not p.args or view.tracepoint_protos is None:
+        return None
+    proto = view.tracepoint_protos.get(p.target)
+    if proto is None:
+        why = view.prototype_errors.get(p.target) or "not in BTF"
+        return f"its prototype is unknown ({why}), so where its arguments are is unknown"
+    have = [_bare(x.type) for x in proto.params]
+    for slot, want in enumerate(p.args):
+        spellings = {_bare(w) for w in ((want,) if isinstance(want, str) else want)}
+        if slot >= len(have) or have[slot] not in spellings:
+            return (f"its prototype in BTF, ({', '.join(x.type for x in proto.params)}), does not begin with "
+                    f"({', '.join(w if isinstance(w, str) else w[0] for w in p.args)}): a shape the tool does not know")
+    return None
+
+
 def _shape_problem(p: Probe, view: KernelView) -> str | None:
     """Why this row must not be used on this kernel although its function is there: the
     prototype is unknown, or lacks a parameter the program reads. None: its slots are known."""
+    if not p.is_function:
+        return tracepoint_shape_problem(p, view)
     if not p.reads and not p.reads_return:
         return None
     proto = (view.prototypes or {}).get(p.target)
@@ -301,7 +353,7 @@ def _shape_problem(p: Probe, view: KernelView) -> str | None:
 def _shape(p: Probe, view: KernelView) -> tuple[str, tuple[str, ...]] | None:
     """The parameter names a usable row's slots come from: BTF's, or, for a kprobe reading
     only its first parameter of a function BTF leaves out, that parameter in slot 0."""
-    if not p.reads and not p.reads_return:
+    if not p.is_function or (not p.reads and not p.reads_return):
         return None
     proto = (view.prototypes or {}).get(p.target)
     return (p.target, proto.names if proto is not None else p.reads)
@@ -346,6 +398,10 @@ def _missing_required(backend: str, absent: list[Probe], view: KernelView,
     names = list(by_target(p for p in absent if p.need == BACKEND))
     if not names and shapeless:
         target, why = next(iter(shapeless.items()))
+        if ":" in target:
+            return UserError(f"tracepoint {target}: {why}, so the {backend} backend cannot trace this kernel",
+                             "report this kernel's prototype of the tracepoint (`bpftool btf dump file "
+                             f"/sys/kernel/btf/vmlinux format c | grep 'btf_trace_{target.split(':')[1]})'`)")
         return UserError(f"kernel function {target}: {why}, so the {backend} backend cannot trace this kernel",
                          "use another backend (--backend tracepoint), or report this kernel's prototype of "
                          f"{target} (`bpftool btf dump file /sys/kernel/btf/vmlinux | grep -A3 \"'{target}'\"`)")
@@ -379,7 +435,7 @@ def plan_for(mode: str, backend: str, view: KernelView, *, follow: bool = False,
     usable = [p for p in wanted if p in present and p.together not in broken]
     absent = [p for p in wanted if p not in usable]
     error = _missing_required(backend, [p for p in wanted if p not in found], view,
-                              {p.target: why for p, why in shapeless.items() if p.need == BACKEND})
+                              {p.target: why for p, why in shapeless.items() if p.need in (BACKEND, MODE)})
     if error:
         raise error
     missing = tuple(by_target(absent))

@@ -55,10 +55,24 @@ def prepare(mode: str, backend: str, *, follow: bool = False,
     plans, skipped = candidates(mode, backend, view, follow=follow, by_pid=by_pid)
     plans = _without_refused(plans, skipped, backend)
     # Asked once per plan, now, so that the boot's BTF cache keeps the answers.
-    plans = [replace(plan, offsets=tuple(offsets_for(plan, btf))) for plan in plans]
+    plans = _with_offsets(plans, skipped, btf)
     state_names_from_btf(btf)
     btf_cache.keep(btf)
     return plans, skipped, btf, view
+
+
+def _with_offsets(plans: list[Plan], skipped: list[str], btf: Btf) -> list[Plan]:
+    """Each plan with its struct offsets; a plan whose text reads a field this kernel lacks
+    is skipped (said) when another plan is left, else its error stands."""
+    kept = []
+    for i, plan in enumerate(plans):
+        try:
+            kept.append(replace(plan, offsets=tuple(offsets_for(plan, btf))))
+        except UserError as exc:
+            if not kept and i == len(plans) - 1:
+                raise
+            skipped.append(f"{plan.backend}: {exc.message}")
+    return kept
 
 
 def _refusal_file(backend: str) -> Path:
@@ -90,9 +104,10 @@ def _remember_refusal(plan: Plan, why: str) -> None:
 
 def offsets_for(plan: Plan, btf: Btf) -> list[str]:
     """The struct offsets its text reads: the fd walk (bpf/shared/fd_sock.bpf.c) in the
-    tracepoint texts and the watch's, the watch's address and protocol fields."""
-    watch = plan.mode == "watch"
-    return struct_offsets(btf, fd=watch or plan.backend == "tracepoint", watch=watch)
+    tracepoint texts and the watch's, the syscalls' registers in the tracepoint texts
+    (bpf/shared/syscalls.bpf.c), the watch's address and protocol fields."""
+    watch, tracepoints = plan.mode == "watch", plan.backend == "tracepoint"
+    return struct_offsets(btf, fd=watch or tracepoints, watch=watch, syscalls=tracepoints)
 
 
 def load_first(plans: list[Plan], skipped: list[str], progress: Callable[[str], None],

@@ -10,10 +10,11 @@ tracer/collect/plan.py's table that serve watch.
 
 Where each write-like call gets its fd: with kprobe and fentry, probes on
 ksys_write, __sys_sendto, __sys_sendmsg and do_writev (those in
-/proc/kallsyms); with tracepoints, syscalls:sys_{enter,exit}_{write,sendto,
-sendmsg,writev}, attached for the whole watch -- an enabled syscall tracepoint
-sends every syscall of every task through the slow path (syscall_regfunc,
-kernel/tracepoint.c), so the kprobe backend is preferred where there is one.
+/proc/kallsyms); with tracepoints, raw_syscalls:sys_enter and sys_exit, which
+keep write, sendto, sendmsg and writev by number, attached for the whole watch
+-- while they are attached every syscall of every task takes the slow path
+(syscall_regfunc, kernel/tracepoint.c), so the kprobe backend is preferred
+where there is one.
 
 Needs root, bcc, the kernel's headers and BTF, like the reproduction.
 """

@@ -50,7 +50,7 @@ _TRAILER = {
 _MODIFIERS = frozenset({TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG})
 _COMPOSITE = (STRUCT, UNION)
 # Only these kinds get a name index (the things the public API looks up).
-_INDEXED = frozenset({STRUCT, UNION, ENUM, ENUM64, FUNC})
+_INDEXED = frozenset({STRUCT, UNION, ENUM, ENUM64, FUNC, TYPEDEF})
 
 _MAGIC = 0xEB9F
 _HDR = struct.Struct("<HBBIIIII")  # 24 bytes, the minimum hdr_len
@@ -394,6 +394,25 @@ class Btf:
             shapes = "; ".join(sorted(f"({', '.join(p.names)})" for p in protos))
             raise BtfError(f"'{name}' has {len(protos)} different prototypes in BTF: {shapes}")
         return next(iter(protos))
+
+    def tracepoint_proto(self, name: str) -> FuncProto:
+        """The arguments a raw tracepoint program gets for tracepoint `name` (ctx->args[n]
+        is the n-th): its TP_PROTO, which BTF has as the typedef btf_trace_<name>, a
+        pointer to a FUNC_PROTO whose first parameter is the probe's data (void *),
+        dropped here (include/trace/bpf_probe.h, __DEFINE_EVENT, 6.1 and 6.12). Its
+        parameters have no names in BTF, only types. A BtfError when there is no such
+        typedef (the kernel has no tracepoint of that name, or predates 5.5)."""
+        typedef = f"btf_trace_{name}"
+        ids = self._named(typedef, (TYPEDEF,))
+        if not ids:
+            raise BtfError(f"no typedef '{typedef}' in BTF")
+        kind, _, _, _, ref = self._rec(ids[0])
+        if self._kind(ref) != PTR:
+            raise BtfError(f"'{typedef}' is not a pointer to a function prototype")
+        proto = self._proto(typedef, self._rec(ref)[4])
+        if not proto.params or proto.params[0].type != "void *":
+            raise BtfError(f"'{typedef}' does not begin with the probe's void * ({proto.params[:1]})")
+        return FuncProto(name, proto.params[1:], proto.returns)
 
     def _proto(self, name: str, tid: int) -> FuncProto:
         kind, _, vlen, _, ret = self._rec(tid)

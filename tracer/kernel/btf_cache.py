@@ -96,6 +96,9 @@ class CachedBtf:
     def func_exists(self, name: str) -> bool:
         return self._ask("func_exists", name)
 
+    def tracepoint_proto(self, name: str):
+        return self._ask("tracepoint_proto", name)
+
     def has_struct(self, name: str) -> bool:
         return self._ask("has_struct", name)
 

@@ -44,6 +44,9 @@ class KernelView:
     ringbuf: bool | None = None
     # Of `tracepoints`, the fields of their records (tracefs format files).
     tracepoint_fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Of `tracepoints`, the arguments a raw tracepoint program gets (BTF's btf_trace_<name>, unnamed
+    # parameters); why one is missing goes in prototype_errors under "category:name". None: BTF not read.
+    tracepoint_protos: Mapping[str, FuncProto] | None = None
 
 
 def load_btf(path: Path | None = None) -> Btf:
@@ -82,6 +85,18 @@ def prototypes_of(btf: Btf, functions: Iterable[str]) -> tuple[dict[str, FuncPro
     return found, errors
 
 
+def tracepoint_prototypes_of(btf: Btf, tracepoints: Iterable[str]) -> tuple[dict[str, FuncProto], dict[str, str]]:
+    """The raw tracepoint prototypes of the given "category:name" tracepoints, and why each one
+    without is without."""
+    found, errors = {}, {}
+    for tp in tracepoints:
+        try:
+            found[tp] = btf.tracepoint_proto(tp.split(":")[1])
+        except BtfError as exc:
+            errors[tp] = str(exc)
+    return found, errors
+
+
 def kernel_view(tracefs: Path, btf: Btf, functions: Iterable[str], tracepoints: Iterable[str],
                 kallsyms: Path = Path("/proc/kallsyms")) -> KernelView:
     """The view of this kernel for the given function and tracepoint names."""
@@ -91,6 +106,7 @@ def kernel_view(tracefs: Path, btf: Btf, functions: Iterable[str], tracepoints: 
     protos, errors = prototypes_of(btf, sorted(found))
     tps = frozenset(tp for tp in tracepoints if tracepoint_exists(tracefs, *tp.split(":")))
     fields = {tp: tracepoint_fields(tracefs, *tp.split(":")) for tp in sorted(tps)}
+    tp_protos, tp_errors = tracepoint_prototypes_of(btf, sorted(tps))
     return KernelView(
         kprobes=kprobes_available(tracefs),
         btf=BTF_PATH.exists(),
@@ -98,7 +114,8 @@ def kernel_view(tracefs: Path, btf: Btf, functions: Iterable[str], tracepoints: 
         tracepoints=tps,
         btf_functions=frozenset(f for f in found if btf.func_exists(f)),
         prototypes=protos,
-        prototype_errors=errors,
+        prototype_errors={**errors, **tp_errors},
         ringbuf=has_ringbuf(btf, symbols),
         tracepoint_fields={tp: f for tp, f in fields.items() if f is not None},
+        tracepoint_protos=tp_protos,
     )
