@@ -143,10 +143,16 @@ def test_human_output(vm_run):
     assert "sk_stream_wait_connect → -EPIPE" in out
     assert out.count("write(2) on fd 3 by watch_client") == 2
     # The console shows the incidents (issue 18): the client's connection; ncat's healthy
-    # end is counted, not shown (JSON above has both).
-    assert out.count("connection #") == 1 and ":9998" not in out
+    # end is counted, not shown (JSON above has both). Unless ncat's close raced the FIN's
+    # ACK: then its end stays a full FIN_WAIT2 socket that the client's data resets
+    # (tcp_rcv_state_process, net/ipv4/tcp_input.c 6.1.192:6828, 6.12.117:7029; README
+    # "Scenarios", `close`), an incident of its own (seen once in CI on 6.12).
+    assert ":9998" not in out
     assert "incident: a write after the peer's FIN" in out
-    assert "2 connections: 1 healthy, 1 incidents" in out
+    if out.count("connection #") == 1:
+        assert "2 connections: 1 healthy, 1 incidents" in out
+    else:
+        assert out.count("connection #") == 2 and "2 connections: 0 healthy, 2 incidents" in out
     assert "stopped: interrupted (Ctrl-C)" in out
 
 

@@ -347,11 +347,11 @@ def test_a_boot_that_runs_its_command_returns_its_output_and_status(tmp_path):
 
 
 def test_a_guest_that_never_boots_is_stopped_with_its_qemu(tmp_path):
-    vng = fake_vng(tmp_path, "echo 'Kernel panic - not syncing' >&2; sleep 600\n")
+    vng = fake_vng(tmp_path, "echo 'Probing EDD (edd=off to disable)... ok' >&2; sleep 600\n")
     b = vm.boot(SPEC, "cmd", boot_limit=1, vng=vng)
     assert (b.returncode, b.booted) == (None, False)
     assert b.why == "the VM had not booted after 1 s: stopped" == b.failure()
-    assert "Kernel panic" in b.console_tail()
+    assert "Probing EDD" in b.console_tail()
     qemu = int((tmp_path / "qemu.pids").read_text())
     assert not alive(qemu)
 
@@ -411,3 +411,19 @@ def test_a_guest_that_died_after_booting_is_run_again_only_when_asked(tmp_path):
     assert b.failure() == f"the VM ended without the guest command's status after {b.seconds:.0f} s"
     b = vm.boot_retrying(SPEC, "cmd", again=lambda b: b.returncode == vm.VNG_NO_STATUS, vng=vng)
     assert (b.returncode, b.stdout, runs(tmp_path)) == (0, "ok\n", 3)
+
+
+@pytest.mark.parametrize("line, stops", [
+    ("[ 122.79] Kernel panic - not syncing: Fatal exception in interrupt", True),
+    ("[ 1176.6] watchdog: BUG: soft lockup - CPU#1 stuck for 82s! [python:261]", True),
+    ("[ 300.1] watchdog: BUG: soft lockup - CPU#0 stuck for 23s! [python:99]", False),  # a starved host, maybe
+])
+def test_a_guest_kernel_that_failed_is_stopped_and_said(tmp_path, line, stops):
+    vng = fake_vng(tmp_path, BOOTS + f"echo '{line}' >&2; sleep 600\n")
+    b = vm.boot(SPEC, "cmd", limit=3, vng=vng)
+    assert bool(b.kernel_failed) == stops
+    if stops:
+        assert b.kernel_failed in line and b.failure().startswith("the guest kernel failed after")
+        assert b.seconds < 3  # stopped on the console's line, not at the limit
+    else:
+        assert b.why == "the guest had not ended after 3 s: stopped"

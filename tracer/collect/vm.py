@@ -187,6 +187,11 @@ VNG_NO_STATUS = 255  # virtme-run: qemu ended and the guest command never report
 # virtme-ng's init prints this on the console when it starts the --exec command: the guest booted.
 BOOTED = "virtme-ng-init: starting script"
 BOOT_LIMIT_S = 300  # a boot in software emulation takes 15-25 s, ~100 s with the host's CPUs busy
+# A guest kernel that will not recover: a panic (the VM ends anyway), or a CPU stuck for a minute
+# (one soft-lockup warning of some 20 s can be the host starving the guest; a minute is a hang).
+# Both seen in software emulation while code was patched under a running CPU (README, Tests).
+KERNEL_FAILED = re.compile(r"Kernel panic - not syncing.*|BUG: soft lockup - CPU#\d+ stuck for (\d+)s!.*")
+STUCK_S = 60
 
 
 @dataclass(frozen=True)
@@ -199,12 +204,15 @@ class Boot:
     booted: bool
     seconds: float
     why: str = ""
+    kernel_failed: str = ""  # the console's line that said the guest kernel failed
 
     def console_tail(self, lines: int = 30) -> str:
         return "\n".join(self.stderr.splitlines()[-lines:])
 
     def failure(self) -> str:
         """What went wrong, in a line: for messages."""
+        if self.kernel_failed:
+            return f"the guest kernel failed after {self.seconds:.0f} s: {self.kernel_failed}"
         if self.why:
             return self.why
         if not self.booted:
@@ -260,12 +268,16 @@ def boot(spec: VmSpec, guest_cmd: str, boot_limit: float = BOOT_LIMIT_S, limit: 
     out: list[str] = []
     err: list[str] = []
     booted = threading.Event()
+    failed: list[str] = []
 
     def pump(src, into: list[str], watch: bool) -> None:
         for line in src:
             into.append(line)
             if watch and BOOTED in line:
                 booted.set()
+            if watch and not failed and (m := KERNEL_FAILED.search(line)):
+                if m.group(1) is None or int(m.group(1)) >= STUCK_S:
+                    failed.append(m.group(0).strip())
 
     pumps = [threading.Thread(target=pump, args=(proc.stdout, out, False), daemon=True),
              threading.Thread(target=pump, args=(proc.stderr, err, True), daemon=True)]
@@ -279,6 +291,8 @@ def boot(spec: VmSpec, guest_cmd: str, boot_limit: float = BOOT_LIMIT_S, limit: 
                 why = f"the VM had not booted after {boot_limit:.0f} s: stopped"
             elif limit is not None and took > limit:
                 why = f"the guest had not ended after {limit:.0f} s: stopped"
+            elif failed:
+                why = f"the guest kernel failed ({failed[0]}): stopped"
             if why:
                 _kill_tree(proc)
                 proc.wait()
@@ -295,7 +309,7 @@ def boot(spec: VmSpec, guest_cmd: str, boot_limit: float = BOOT_LIMIT_S, limit: 
     for t in pumps:
         t.join(timeout=5)
     return Boot(None if why else proc.returncode, "".join(out), "".join(err), booted.is_set(),
-                time.monotonic() - started, why)
+                time.monotonic() - started, why, failed[0] if failed else "")
 
 
 def did_not_boot(b: Boot) -> bool:
