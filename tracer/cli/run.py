@@ -79,10 +79,10 @@ def run(scenario, ipv6, writes, delay, gap, port, as_json, record, backend, chec
 
     # The article's built-ins alone write twice, as the article; in `all`, the others, and a file
     # write as the scenario says.
-    from tracer.process.scenarios import TWO_WRITES_ALONE
+    from tracer.process.scenarios import writes_alone
 
     def count(name: str, file: str | None) -> int | None:
-        return writes or (2 if scenario != "all" and not file and name in TWO_WRITES_ALONE else None)
+        return writes or writes_alone(name, file, scenario == "all")
 
     runs = [ReproOptions(scenario=n, ipv6=ipv6, writes=count(n, f), delay=delay, gap=gap, port=port, file=f)
             for n, f in chosen]

@@ -78,12 +78,12 @@ class Asked:
 def _run_running(asked: Asked, backend: str, progress: Callable[[str, str], None]) -> KernelRun:
     from tracer.collect.repro import ReproOptions
     from tracer.collect.runner import collect
-    from tracer.process.scenarios import TWO_WRITES_ALONE
+    from tracer.process.scenarios import writes_alone
 
     t0 = time.monotonic()
     # As `trace-halfclose --scenario`: the article's built-ins alone write twice.
     runs = [ReproOptions(scenario=n, file=f, ipv6=asked.ipv6,
-                         writes=2 if not asked.every and not f and n in TWO_WRITES_ALONE else None)
+                         writes=writes_alone(n, f, asked.every))
             for n, f in asked.chosen]
     try:
         recs = collect(runs, backend, lambda msg: progress(RUNNING, msg))

@@ -57,6 +57,12 @@ def _builtins() -> dict[str, Scenario]:
 # The article's question and its first variants: run alone, they write twice, as the article
 # (their files list a third write, for `--scenario all`). Every other scenario writes as its file says.
 TWO_WRITES_ALONE = BUILTIN_ORDER[:8]
+
+
+def writes_alone(name: str, file: str | None, every: bool) -> int | None:
+    """How many writes a scenario makes by default: 2 for one of TWO_WRITES_ALONE run alone
+    (not in `all`, not a user's file), else None (as its file says)."""
+    return 2 if not every and not file and name in TWO_WRITES_ALONE else None
 SCENARIOS: dict[str, Scenario] = _builtins()
 ORDER = tuple(SCENARIOS)
 # The user's files loaded in this process (--scenario PATH, or a recording of one), by name.
