@@ -172,17 +172,6 @@ def env_for_vng(vng: str) -> dict:
     return env
 
 
-def run(spec: VmSpec, guest_cmd: str, vng: str | None = None, capture: bool = False) -> subprocess.CompletedProcess:
-    vng = vng or find_vng()
-    return subprocess.run(
-        vng_command(vng, spec, guest_cmd),
-        env=env_for_vng(vng),
-        stdin=subprocess.DEVNULL,
-        capture_output=capture,
-        text=True,
-    )
-
-
 VNG_NO_STATUS = 255  # virtme-run: qemu ended and the guest command never reported its status
 # virtme-ng's init prints this on the console when it starts the --exec command: the guest booted.
 BOOTED = "virtme-ng-init: starting script"
